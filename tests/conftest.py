@@ -1,0 +1,17 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+import pytest
+from helpers import EXAMPLES
+
+from webhook.manifests import fill_store, load_objects
+from webhook.store import Store
+
+
+@pytest.fixture
+def example_store() -> Store:
+    """The example cluster state of examples/cluster.yaml."""
+    store = Store()
+    fill_store(store, load_objects([EXAMPLES / "cluster.yaml"]))
+    return store

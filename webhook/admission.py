@@ -1,0 +1,215 @@
+"""AdmissionReview admission.k8s.io/v1 and v1beta1 in, AdmissionReview response out.
+
+Pure: takes the decoded JSON document, returns the response document. Every response is
+built by one of the named constructors below, and each echoes the request's uid and
+apiVersion. Two error families: BadRequest (the body is not a valid AdmissionReview: the
+caller answers HTTP 4xx) and everything else (an internal fault: allowed, fail open).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from webhook.injection import Decision
+
+API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
+MAX_WARNING_CHARS = 256  # the API server may truncate longer warnings
+AUDIT_KEY_INJECTED = "injected-secrets"
+AUDIT_KEY_IMAGES = "injected-for-images"
+
+
+class BadRequest(ValueError):  # noqa: N818 - the HTTP name is the clearer one here
+    """The request is not a valid AdmissionReview; `status` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Outcome(StrEnum):
+    PATCHED = "patched"
+    UNCHANGED = "unchanged"
+    SKIPPED = "skipped"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRequest:
+    api_version: str
+    uid: str
+    group: str
+    kind: str
+    resource: str
+    sub_resource: str
+    namespace: str
+    name: str
+    operation: str
+    dry_run: bool
+    object: Mapping[str, Any] | None
+
+    @property
+    def pod_name(self) -> str:
+        """name, else metadata.generateName + '*' (controller-made pods have no name yet)."""
+        if self.name:
+            return self.name
+        meta = (self.object or {}).get("metadata")
+        gen = meta.get("generateName") if isinstance(meta, Mapping) else None
+        return f"{gen}*" if isinstance(gen, str) and gen else ""
+
+    @property
+    def is_pod_create(self) -> bool:
+        return (
+            self.operation == "CREATE"
+            and self.group == ""
+            and self.resource == "pods"
+            and not self.sub_resource
+        )
+
+
+def _field(obj: Mapping[str, Any], name: str, where: str, *, required: bool = True) -> str:
+    value = obj.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or (required and not value):
+        raise BadRequest(f"{where}.{name} must be a non-empty string")
+    return value
+
+
+def parse_review(doc: Any) -> AdmissionRequest:
+    """Validate a decoded AdmissionReview; raises BadRequest saying what is wrong."""
+    if not isinstance(doc, Mapping):
+        raise BadRequest("body must be a JSON object (an AdmissionReview)")
+    api_version = doc.get("apiVersion")
+    if api_version not in API_VERSIONS:
+        raise BadRequest(
+            f"apiVersion must be one of {', '.join(API_VERSIONS)}, got {api_version!r}"[:300]
+        )
+    if doc.get("kind") != "AdmissionReview":
+        raise BadRequest(f"kind must be 'AdmissionReview', got {doc.get('kind')!r}"[:300])
+    req = doc.get("request")
+    if not isinstance(req, Mapping):
+        raise BadRequest("request must be an object")
+    uid = _field(req, "uid", "request")
+    operation = _field(req, "operation", "request")
+    kind = req.get("kind")
+    resource = req.get("resource")
+    if not isinstance(kind, Mapping) or not isinstance(resource, Mapping):
+        raise BadRequest("request.kind and request.resource must be objects")
+    obj = req.get("object")
+    if obj is not None and not isinstance(obj, Mapping):
+        raise BadRequest("request.object must be an object or null")
+    dry_run = req.get("dryRun", False)
+    if dry_run is None:
+        dry_run = False
+    if not isinstance(dry_run, bool):
+        raise BadRequest("request.dryRun must be a boolean")
+    return AdmissionRequest(
+        api_version=api_version,
+        uid=uid,
+        group=_field(kind, "group", "request.kind", required=False),
+        kind=_field(kind, "kind", "request.kind"),
+        resource=_field(resource, "resource", "request.resource"),
+        sub_resource=_field(req, "subResource", "request", required=False),
+        namespace=_field(req, "namespace", "request", required=False),
+        name=_field(req, "name", "request", required=False),
+        operation=operation,
+        dry_run=dry_run,
+        object=obj,
+    )
+
+
+# ---- named response constructors --------------------------------------------------------
+
+
+def _review(req: AdmissionRequest, response: dict[str, Any]) -> dict[str, Any]:
+    response["uid"] = req.uid
+    return {"apiVersion": req.api_version, "kind": "AdmissionReview", "response": response}
+
+
+def _clip(warnings: tuple[str, ...] | list[str]) -> list[str]:
+    return [
+        w if len(w) <= MAX_WARNING_CHARS else w[: MAX_WARNING_CHARS - 1] + "…" for w in warnings
+    ]
+
+
+def allowed(
+    req: AdmissionRequest,
+    warnings: tuple[str, ...] | list[str] = (),
+    audit: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Allowed, unchanged."""
+    response: dict[str, Any] = {"allowed": True}
+    if warnings:
+        response["warnings"] = _clip(warnings)
+    if audit:
+        response["auditAnnotations"] = dict(audit)
+    return _review(req, response)
+
+
+def patched(
+    req: AdmissionRequest,
+    patch: tuple[dict[str, Any], ...] | list[dict[str, Any]],
+    warnings: tuple[str, ...] | list[str] = (),
+    audit: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Allowed with a JSON Patch (base64 of its JSON, as the API requires)."""
+    review = allowed(req, warnings, audit)
+    raw = json.dumps(list(patch), separators=(",", ":")).encode()
+    review["response"]["patchType"] = "JSONPatch"
+    review["response"]["patch"] = base64.b64encode(raw).decode("ascii")
+    return review
+
+
+def failed_open(req: AdmissionRequest, error: str) -> dict[str, Any]:
+    """An internal fault: the pod is admitted unchanged, and the client is told why."""
+    return allowed(
+        req,
+        [f"pullsecret-injector: internal error, no imagePullSecrets injected ({error})"],
+    )
+
+
+def bad_request_body(message: str) -> dict[str, Any]:
+    """The JSON error body of a 4xx answer."""
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message}
+
+
+# ---- the handler -------------------------------------------------------------------------
+
+Decide = Callable[[Mapping[str, Any], str], Decision]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    review: dict[str, Any]
+    outcome: Outcome
+    reason: str
+    decision: Decision | None = None
+
+
+def audit_annotations(decision: Decision) -> dict[str, str]:
+    images = sorted({f"{i.name}={'+'.join(i.added)}" for i in decision.images if i.added})
+    return {AUDIT_KEY_INJECTED: ",".join(decision.add), AUDIT_KEY_IMAGES: ",".join(images)}
+
+
+def handle(req: AdmissionRequest, decide: Decide) -> Answer:
+    """Answer one parsed request; never raises (an internal fault fails open)."""
+    if not req.is_pod_create:
+        return Answer(allowed(req), Outcome.SKIPPED, "not a pod CREATE")
+    if req.object is None:
+        return Answer(allowed(req), Outcome.SKIPPED, "request.object is null")
+    if not req.namespace:
+        return Answer(allowed(req), Outcome.SKIPPED, "request.namespace is empty")
+    try:
+        decision = decide(req.object, req.namespace)
+    except Exception as exc:  # fail open on any internal fault, by design
+        error = f"{type(exc).__name__}"
+        return Answer(failed_open(req, error), Outcome.ERROR, f"internal error: {exc!r}")
+    if not decision.changed:
+        return Answer(allowed(req, decision.warnings), Outcome.UNCHANGED, decision.reason, decision)
+    review = patched(req, decision.patch, decision.warnings, audit_annotations(decision))
+    return Answer(review, Outcome.PATCHED, decision.reason, decision)

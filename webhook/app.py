@@ -1,0 +1,163 @@
+"""The HTTP adapters: the admission app (POST /mutate) and the operations app.
+
+Thin by design: read and bound the body, decode JSON, hand the document to the pure
+admission/injection code, encode the answer, count and log it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from webhook.admission import Answer, BadRequest, Outcome, bad_request_body, handle, parse_review
+from webhook.config import Settings
+from webhook.injection import Decision, Policy, decide
+from webhook.metrics import Metrics
+from webhook.store import Store
+
+log = logging.getLogger("webhook.admission")
+
+LiveRead = Callable[[str], bool]
+JSON = "application/json"
+
+
+def _json_response(doc: Mapping[str, Any], status: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type=JSON)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) anything over `limit` bytes before buffering it."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("Content-Length is not a number")
+        if int(declared) > limit:
+            raise BadRequest(f"body of {declared} bytes exceeds the {limit}-byte limit", 413)
+        return await request.body()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(f"body exceeds the {limit}-byte limit", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_content_type(request: Request) -> None:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";", 1)[0].strip().lower() != JSON:
+        raise BadRequest(
+            f"Content-Type must be application/json, got {content_type or 'none'!r}"[:200], 415
+        )
+
+
+def _log_answer(answer: Answer, uid: str, namespace: str, pod: str, dry_run: bool) -> None:
+    decision: Decision | None = answer.decision
+    fields: dict[str, Any] = {
+        "uid": uid,
+        "namespace": namespace,
+        "pod": pod,
+        "operation": "CREATE",
+        "outcome": answer.outcome.value,
+        "dry_run": dry_run,
+        "reason": answer.reason,
+    }
+    if decision is not None and decision.changed:
+        fields["injected"] = list(decision.add)
+        fields["images"] = {i.image: list(i.added) for i in decision.images if i.added}
+        log.info("injected imagePullSecrets", extra=fields)
+    elif answer.outcome is Outcome.ERROR:
+        log.error("admission failed open", extra=fields)
+    else:
+        log.debug("admission answered", extra=fields)
+
+
+def create_app(
+    settings: Settings,
+    store: Store,
+    metrics: Metrics,
+    live_read: LiveRead | None = None,
+) -> FastAPI:
+    """The admission app: POST /mutate."""
+    app = FastAPI(title="pullsecret-injector", docs_url=None, redoc_url=None, openapi_url=None)
+    policy = Policy.build(settings.secret_selector, settings.private_registries)
+    limit = settings.max_body_bytes
+
+    def decide_for(pod: Mapping[str, Any], namespace: str) -> Decision:
+        return decide(pod, namespace, store.secrets_in(namespace), policy)
+
+    async def ensure_namespace(namespace: str) -> None:
+        """One bounded live read for a namespace the store has never seen."""
+        if live_read is None or not namespace or store.has_namespace(namespace):
+            return
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(live_read, namespace), settings.live_read_timeout
+            )
+        except TimeoutError:
+            metrics.live_reads.labels("timeout").inc()
+            log.warning("live read timed out", extra={"namespace": namespace})
+
+    @app.post("/mutate")
+    async def mutate(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            _check_content_type(request)
+            body = await read_body(request, limit)
+            try:
+                doc = orjson.loads(body)
+            except orjson.JSONDecodeError as exc:
+                raise BadRequest(f"body is not valid JSON: {exc}") from exc
+            req = parse_review(doc)
+        except BadRequest as exc:
+            metrics.requests.labels("bad_request").inc()
+            log.warning("bad request", extra={"status": exc.status, "error": str(exc)})
+            return _json_response(bad_request_body(str(exc)), exc.status)
+        if req.is_pod_create:
+            await ensure_namespace(req.namespace)
+        answer = handle(req, decide_for)
+        metrics.requests.labels(answer.outcome.value).inc()
+        if answer.decision is not None:
+            metrics.injected.inc(len(answer.decision.add))
+        if answer.outcome is not Outcome.SKIPPED:
+            _log_answer(answer, req.uid, req.namespace, req.pod_name, req.dry_run)
+        response = _json_response(answer.review)
+        metrics.latency.observe(time.perf_counter() - started)
+        return response
+
+    return app
+
+
+def create_ops_app(store: Store, metrics: Metrics) -> FastAPI:
+    """Plain-HTTP operations app: /healthz, /readyz, /metrics."""
+    app = FastAPI(title="pullsecret-injector-ops", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return _json_response({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if store.is_synced("secrets", "namespaces"):
+            return _json_response({"status": "ready"})
+        return _json_response({"status": "waiting for the first full sync"}, 503)
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        metrics.cache_secrets.set(store.secret_count())
+        metrics.cache_namespaces.set(len(store.namespaces()))
+        for resource in ("secrets", "namespaces"):
+            age = store.staleness(resource)
+            if age is not None:
+                metrics.last_sync_age.labels(resource).set(age)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,71 @@
+"""Prometheus metrics, one registry per process (no globals)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """Every metric the webhook exports. Labels never carry secret data."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "pullsecret_injector_admission_requests",
+            "AdmissionReview requests by outcome "
+            "(patched, unchanged, skipped, bad_request, error).",
+            ["outcome"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "pullsecret_injector_admission_duration_seconds",
+            "Time to decide one AdmissionReview, from body read to response.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.injected = Counter(
+            "pullsecret_injector_injected_secrets",
+            "imagePullSecrets entries added to pods.",
+            registry=r,
+        )
+        self.warnings = Counter(
+            "pullsecret_injector_admission_warnings",
+            "Warnings returned to API clients, by kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.cache_secrets = Gauge(
+            "pullsecret_injector_cache_secrets",
+            "Registry secrets held in the in-memory store.",
+            registry=r,
+        )
+        self.cache_namespaces = Gauge(
+            "pullsecret_injector_cache_namespaces",
+            "Namespaces held in the in-memory store.",
+            registry=r,
+        )
+        self.watch_restarts = Counter(
+            "pullsecret_injector_watch_restarts",
+            "Watch restarts by resource and reason (expired, closed, error, timeout).",
+            ["resource", "reason"],
+            registry=r,
+        )
+        self.last_sync_age = Gauge(
+            "pullsecret_injector_last_sync_age_seconds",
+            "Seconds since the last watch event or bookmark, by resource.",
+            ["resource"],
+            registry=r,
+        )
+        self.live_reads = Counter(
+            "pullsecret_injector_live_reads",
+            "Live reads of a namespace the store had never seen, by result (ok, error).",
+            ["result"],
+            registry=r,
+        )
+        self.cert_reloads = Counter(
+            "pullsecret_injector_certificate_reloads",
+            "Serving certificate reloads from disk, by result (ok, error).",
+            ["result"],
+            registry=r,
+        )

@@ -1,0 +1,204 @@
+"""In-memory index of the cluster state the decision needs: namespace -> registry secrets.
+
+The store keeps only namespace, name, type, the labels and our own annotations, and the
+registry keys of each secret: never a password, token or ``auth`` value.
+
+Writers (the manifest loader, the Kubernetes watches) replace whole immutable values under
+a lock; readers on the admission path take no lock: each namespace's mapping is replaced,
+never mutated, so a reader always sees one consistent snapshot of a namespace.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from webhook.credentials import (
+    REGISTRY_SECRET_TYPES,
+    ParsedDockerConfig,
+    RegistryKey,
+    parse_docker_config,
+)
+
+OUR_ANNOTATION_PREFIX = "pullsecret-injector.io/"
+
+_EMPTY: Mapping[str, RegistrySecret] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrySecret:
+    """What the webhook knows of one registry secret: never its credentials."""
+
+    namespace: str
+    name: str
+    type: str
+    keys: tuple[RegistryKey, ...]
+    error: str | None = None  # the kubelet could not parse it: never inject
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)  # ours only
+
+    @property
+    def usable(self) -> bool:
+        return self.error is None and bool(self.keys)
+
+
+def registry_secret(
+    namespace: str,
+    name: str,
+    secret_type: str,
+    parsed: ParsedDockerConfig,
+    *,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> RegistrySecret:
+    """Build a RegistrySecret keeping only the metadata the webhook needs."""
+    return RegistrySecret(
+        namespace=namespace,
+        name=name,
+        type=secret_type,
+        keys=parsed.keys,
+        error=parsed.error,
+        labels=MappingProxyType(dict(labels or {})),
+        annotations=MappingProxyType(
+            {k: v for k, v in (annotations or {}).items() if k.startswith(OUR_ANNOTATION_PREFIX)}
+        ),
+    )
+
+
+def is_registry_type(secret_type: Any) -> bool:
+    return secret_type in REGISTRY_SECRET_TYPES
+
+
+class Store:
+    """namespace -> {secret name -> RegistrySecret}, plus namespace labels."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._secrets: dict[str, Mapping[str, RegistrySecret]] = {}
+        self._namespaces: dict[str, Mapping[str, str]] = {}
+        self._synced: set[str] = set()
+        self._last_event: dict[str, float] = {}
+
+    # ---- reads (lock-free) -------------------------------------------------
+    def secrets_in(self, namespace: str) -> Mapping[str, RegistrySecret]:
+        """The registry secrets stored in a namespace (empty mapping when none)."""
+        return self._secrets.get(namespace, _EMPTY)
+
+    def has_namespace(self, namespace: str) -> bool:
+        """Whether the namespace is known (from a Namespace object or a secret in it)."""
+        return namespace in self._namespaces or namespace in self._secrets
+
+    def namespace_labels(self, namespace: str) -> Mapping[str, str] | None:
+        return self._namespaces.get(namespace)
+
+    def namespaces(self) -> dict[str, Mapping[str, str]]:
+        return dict(self._namespaces)
+
+    def all_secrets(self) -> list[RegistrySecret]:
+        return [s for ns in list(self._secrets.values()) for s in ns.values()]
+
+    def secret_count(self) -> int:
+        return sum(len(ns) for ns in list(self._secrets.values()))
+
+    # ---- sync state ----------------------------------------------------------
+    def mark_synced(self, resource: str) -> None:
+        with self._lock:
+            self._synced.add(resource)
+            self._last_event[resource] = time.monotonic()
+
+    def touch(self, resource: str) -> None:
+        """Record that a watch of `resource` just proved alive (event or bookmark)."""
+        self._last_event[resource] = time.monotonic()
+
+    def is_synced(self, *resources: str) -> bool:
+        return all(r in self._synced for r in resources)
+
+    def staleness(self, resource: str) -> float | None:
+        """Seconds since the last event or bookmark of `resource`, None before the first."""
+        last = self._last_event.get(resource)
+        return None if last is None else time.monotonic() - last
+
+    # ---- writes --------------------------------------------------------------
+    def upsert_secret(self, secret: RegistrySecret) -> None:
+        with self._lock:
+            current = dict(self._secrets.get(secret.namespace, {}))
+            current[secret.name] = secret
+            self._secrets[secret.namespace] = MappingProxyType(current)
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        with self._lock:
+            current = self._secrets.get(namespace)
+            if current is None or name not in current:
+                return
+            remaining = {k: v for k, v in current.items() if k != name}
+            if remaining:
+                self._secrets[namespace] = MappingProxyType(remaining)
+            else:
+                del self._secrets[namespace]
+
+    def replace_secrets(self, secrets: Iterable[RegistrySecret]) -> None:
+        """Replace every secret at once (after a full list)."""
+        grouped: dict[str, dict[str, RegistrySecret]] = {}
+        for s in secrets:
+            grouped.setdefault(s.namespace, {})[s.name] = s
+        frozen = {ns: MappingProxyType(items) for ns, items in grouped.items()}
+        with self._lock:
+            self._secrets = dict(frozen)
+
+    def replace_namespace_secrets(self, namespace: str, secrets: Iterable[RegistrySecret]) -> None:
+        """Replace the secrets of one namespace (a live read of a namespace never seen)."""
+        items = {s.name: s for s in secrets}
+        with self._lock:
+            self._secrets[namespace] = MappingProxyType(items)
+
+    def upsert_namespace(self, name: str, labels: Mapping[str, str] | None) -> None:
+        with self._lock:
+            self._namespaces[name] = MappingProxyType(dict(labels or {}))
+
+    def delete_namespace(self, name: str) -> None:
+        with self._lock:
+            self._namespaces.pop(name, None)
+
+    def replace_namespaces(self, namespaces: Mapping[str, Mapping[str, str]]) -> None:
+        frozen = {n: MappingProxyType(dict(lbl)) for n, lbl in namespaces.items()}
+        with self._lock:
+            self._namespaces = dict(frozen)
+
+
+def _string_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, str)}
+
+
+def secret_from_object(obj: Mapping[str, Any]) -> RegistrySecret | None:
+    """A Secret object (API JSON or manifest) -> RegistrySecret; None if not a registry type.
+
+    Only the metadata the webhook needs survives: the data is parsed for its registry keys
+    and dropped (kubectl's last-applied-configuration annotation, which repeats the whole
+    secret, is never kept).
+    """
+    secret_type = obj.get("type")
+    if not is_registry_type(secret_type):
+        return None
+    meta = obj.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    data = obj.get("data")
+    string_data = obj.get("stringData")
+    parsed = parse_docker_config(
+        str(secret_type),
+        data if isinstance(data, Mapping) else None,
+        string_data if isinstance(string_data, Mapping) else None,
+    )
+    return registry_secret(
+        str(meta.get("namespace") or ""),
+        str(meta.get("name") or ""),
+        str(secret_type),
+        parsed,
+        labels=_string_map(meta.get("labels")),
+        annotations=_string_map(meta.get("annotations")),
+    )
