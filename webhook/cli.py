@@ -6,9 +6,13 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -125,34 +129,58 @@ def _uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
     )
 
 
-async def _run_servers(settings: Settings, store: Store, metrics: Metrics, watcher: Any) -> None:
+@dataclass(frozen=True)
+class _Listeners:
+    """Pre-bound sockets shared by forked workers (None: each server binds its own)."""
+
+    main: socket.socket | None = None
+    ops: socket.socket | None = None
+    serve_ops: bool = True
+
+
+async def _run_servers(
+    settings: Settings,
+    store: Store,
+    metrics: Metrics,
+    watcher: Any,
+    *,
+    tls_files: tuple[Path, Path],
+    listeners: _Listeners,
+) -> None:
     live_read = None
     if watcher is not None:
 
         def live_read(namespace: str) -> bool:
             return bool(watcher.live_read(namespace, settings.live_read_timeout))
 
-    with _certificates(settings) as (cert_file, key_file):
-        ctx = server_context(cert_file, key_file)
-        reloader = CertReloader(ctx, cert_file, key_file, metrics)
-        main_cfg = _uvicorn_config(
-            create_app(settings, store, metrics, live_read), settings.host, settings.port
-        )
-        main_cfg.load()
-        main_cfg.ssl = ctx
+    cert_file, key_file = tls_files
+    ctx = server_context(cert_file, key_file)
+    reloader = CertReloader(ctx, cert_file, key_file, metrics)
+    main_cfg = _uvicorn_config(
+        create_app(settings, store, metrics, live_read), settings.host, settings.port
+    )
+    main_cfg.load()
+    main_cfg.ssl = ctx
+    ops: _OpsServer | None = None
+    tasks: list[asyncio.Task[None]] = [
+        asyncio.create_task(reloader.run(settings.cert_reload_seconds))
+    ]
+    if listeners.serve_ops:
         ops = _OpsServer(
             _uvicorn_config(
                 create_ops_app(store, metrics), settings.metrics_host, settings.metrics_port
             )
         )
-        ops_task = asyncio.create_task(ops.serve())
-        reload_task = asyncio.create_task(reloader.run(settings.cert_reload_seconds))
-        try:
-            await uvicorn.Server(main_cfg).serve()
-        finally:
-            reload_task.cancel()
+        ops_sockets = [listeners.ops] if listeners.ops is not None else None
+        tasks.append(asyncio.create_task(ops.serve(ops_sockets)))
+    try:
+        main_sockets = [listeners.main] if listeners.main is not None else None
+        await uvicorn.Server(main_cfg).serve(main_sockets)
+    finally:
+        tasks[0].cancel()
+        if ops is not None:
             ops.should_exit = True
-            await ops_task
+            await tasks[1]
 
 
 def _start_state(settings: Settings, store: Store, metrics: Metrics) -> Any:
@@ -172,13 +200,8 @@ def _start_state(settings: Settings, store: Store, metrics: Metrics) -> Any:
     return watcher
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    try:
-        settings = settings_from_args(args)
-    except ValidationError as exc:
-        print(f"pullsecret-injector serve: invalid settings:\n{exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level)
+def _serve_one(settings: Settings, tls_files: tuple[Path, Path], listeners: _Listeners) -> int:
+    """One serving process: its own store (and watches), the HTTPS and ops servers."""
     store, metrics = Store(), Metrics()
     try:
         watcher = _start_state(settings, store, metrics)
@@ -186,11 +209,71 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"pullsecret-injector serve: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_run_servers(settings, store, metrics, watcher))
+        asyncio.run(
+            _run_servers(
+                settings, store, metrics, watcher, tls_files=tls_files, listeners=listeners
+            )
+        )
     finally:
         if watcher is not None:
             watcher.stop()
     return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _serve_forked(settings: Settings, tls_files: tuple[Path, Path]) -> int:
+    """--workers N: N forked processes accept on one shared socket.
+
+    Each worker keeps its own store (and its own watches, against a cluster). Only the
+    first serves the plain-HTTP port, so /metrics and /readyz describe that worker.
+    """
+    main = _bind(settings.host, settings.port)
+    ops = _bind(settings.metrics_host, settings.metrics_port)
+    children: list[int] = []
+    for index in range(settings.workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 1
+            try:
+                code = _serve_one(settings, tls_files, _Listeners(main, ops, index == 0))
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    worst = 0
+    for child in children:
+        _, status = os.waitpid(child, 0)
+        worst = max(worst, os.waitstatus_to_exitcode(status))
+    return worst
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        print(f"pullsecret-injector serve: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    with _certificates(settings) as tls_files:
+        if settings.workers == 1:
+            return _serve_one(settings, tls_files, _Listeners())
+        return _serve_forked(settings, tls_files)
 
 
 # ---- mutate ------------------------------------------------------------------------------

@@ -28,7 +28,9 @@ class Policy:
     """What the admin configured that shapes the decision."""
 
     secret_selector: Selector | None = None  # narrows the namespace's registry secrets
-    private_registries: frozenset[str] = frozenset()  # hosts whose images need credentials
+    # Registry hosts whose images always need credentials ("host" covers every port of it,
+    # "host:port" only that port): an image there that no credential matches is warned about.
+    private_registries: frozenset[str] = frozenset()
 
     @classmethod
     def build(cls, secret_selector: str | None, private_registries: Iterable[str] = ()) -> Policy:
@@ -111,7 +113,12 @@ def _scope(secrets: Mapping[str, RegistrySecret], existing: set[str], policy: Po
 
 
 def _is_private(ref: ImageRef, private: frozenset[str]) -> bool:
-    return ref.registry_host in private or ref.domain in private
+    """Whether the image's registry is on the list; an entry without a port covers all ports."""
+    host = ref.registry_host
+    if host in private or ref.domain in private:
+        return True
+    bare = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return bare in private
 
 
 def json_patch(spec: Mapping[str, Any], add: Sequence[str]) -> tuple[dict[str, Any], ...]:

@@ -188,7 +188,7 @@ def test_metrics_count_outcomes_and_injections(server: Any, client: httpx.Client
     assert 'pullsecret_injector_admission_requests_total{outcome="patched"}' in text
     assert "pullsecret_injector_injected_secrets_total" in text
     assert "pullsecret_injector_admission_duration_seconds_bucket" in text
-    assert "pullsecret_injector_cache_secrets 11.0" in text
+    assert "pullsecret_injector_cache_secrets 10.0" in text
 
 
 def test_healthz_and_readyz(server: Any) -> None:

@@ -32,6 +32,7 @@ def test_a_client_trusting_another_ca_is_refused(server: Any, tmp_path: Path) ->
         peer_certificate(server.port, other["ca.crt"])
 
 
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion:DeprecationWarning")
 def test_tls_below_1_2_is_refused(server: Any) -> None:
     ctx = ssl.create_default_context(cafile=str(server.ca_file))
     ctx.minimum_version = ssl.TLSVersion.TLSv1

@@ -221,3 +221,19 @@ def test_stable_order_independent_of_container_order() -> None:
 def test_pod_without_spec_is_left_alone() -> None:
     d = decide({"metadata": {}}, NS, {}, POLICY)
     assert d.patch == () and d.reason == "pod has no spec"
+
+
+@pytest.mark.parametrize(
+    ("entry", "image", "warned"),
+    [
+        ("registry.example.com", "registry.example.com:7000/x", True),
+        ("registry.example.com:5000", "registry.example.com:7000/x", False),
+        ("registry.example.com:5000", "registry.example.com:5000/x", True),
+        ("docker.io", "index.docker.io/library/x", True),
+        ("[::1]", "[::1]:5000/x", True),
+        ("other.example.com", "registry.example.com/x", False),
+    ],
+)
+def test_private_registry_entries_and_ports(entry: str, image: str, warned: bool) -> None:
+    d = decide(pod(image), NS, {}, Policy.build(None, [entry]))
+    assert any("private registry" in w for w in d.warnings) is warned
