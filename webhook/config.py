@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from webhook.selectors import SelectorError, parse_selector
 
@@ -31,14 +31,15 @@ class Settings(BaseSettings):
     cert_reload_seconds: float = Field(10.0, gt=0)
     dev: bool = False
 
-    objects: tuple[Path, ...] = ()
+    objects: Annotated[tuple[Path, ...], NoDecode] = ()
     kubeconfig: Path | None = None
     context: str | None = None
 
     secret_selector: str = ""
-    private_registries: tuple[str, ...] = ()
+    private_registries: Annotated[tuple[str, ...], NoDecode] = ()
     release_namespace: str = "default"
-    source_namespaces: tuple[str, ...] = ()
+    source_namespaces: Annotated[tuple[str, ...], NoDecode] = ()
+    replication_enabled: bool = True
 
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
     live_read_timeout: float = Field(1.0, gt=0)
@@ -54,9 +55,10 @@ class Settings(BaseSettings):
             raise ValueError(f"secret_selector: {exc}") from exc
         return value
 
-    @field_validator("private_registries", mode="before")
+    @field_validator("private_registries", "source_namespaces", "objects", mode="before")
     @classmethod
-    def _split_registries(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
+        """Environment variables hold lists comma-separated: PSI_PRIVATE_REGISTRIES=a,b."""
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
