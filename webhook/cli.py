@@ -37,6 +37,10 @@ from webhook.tls import CertReloader, server_context
 log = logging.getLogger("webhook.cli")
 
 
+class StartupError(RuntimeError):
+    """The cluster state cannot be reached or read: serve exits 2 with the reason."""
+
+
 # ---- serve -------------------------------------------------------------------------------
 
 
@@ -126,6 +130,8 @@ def _uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
         lifespan="off",
         server_header=False,
         timeout_keep_alive=30,
+        # the API server keeps connections alive: do not wait on idle ones at shutdown
+        timeout_graceful_shutdown=10,
     )
 
 
@@ -191,11 +197,15 @@ def _start_state(settings: Settings, store: Store, metrics: Metrics) -> Any:
             extra={"secrets": store.secret_count(), "namespaces": len(store.namespaces())},
         )
         return None
+    from kubernetes.config.config_exception import ConfigException  # noqa: PLC0415
+
     from webhook import kube  # noqa: PLC0415 - only a live cluster needs the client
 
-    watcher = kube.ClusterWatcher(
-        kube.load_api_client(settings.kubeconfig, settings.context), store, metrics
-    )
+    try:
+        api_client = kube.load_api_client(settings.kubeconfig, settings.context)
+    except ConfigException as exc:
+        raise StartupError(f"cluster access: {exc}") from exc
+    watcher = kube.ClusterWatcher(api_client, store, metrics)
     watcher.start()
     return watcher
 
@@ -205,7 +215,7 @@ def _serve_one(settings: Settings, tls_files: tuple[Path, Path], listeners: _Lis
     store, metrics = Store(), Metrics()
     try:
         watcher = _start_state(settings, store, metrics)
-    except ManifestError as exc:
+    except (ManifestError, StartupError) as exc:
         print(f"pullsecret-injector serve: {exc}", file=sys.stderr)
         return 2
     try:

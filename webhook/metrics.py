@@ -59,13 +59,57 @@ class Metrics:
         )
         self.live_reads = Counter(
             "pullsecret_injector_live_reads",
-            "Live reads of a namespace the store had never seen, by result (ok, error).",
+            "Live reads of a namespace the store had never seen, by result (ok, error, timeout).",
             ["result"],
             registry=r,
         )
         self.cert_reloads = Counter(
             "pullsecret_injector_certificate_reloads",
             "Serving certificate reloads from disk, by result (ok, error).",
+            ["result"],
+            registry=r,
+        )
+        # ---- project and cluster registries (webhook/replicator.py) ----
+        self.replication_actions = Counter(
+            "pullsecret_injector_replication_actions",
+            "Copy writes by action (create, update, recreate, delete) and result (ok, "
+            "conflict, clash, gone, error).",
+            ["action", "result"],
+            registry=r,
+        )
+        self.replication_problems = Gauge(
+            "pullsecret_injector_replication_problems",
+            "Current problems by kind (invalid_selector, unusable_source, clash, "
+            "name_conflict), as of the last full reconcile.",
+            ["kind"],
+            registry=r,
+        )
+        self.replication_sources = Gauge(
+            "pullsecret_injector_replication_sources",
+            "Source registries (annotated secrets in the source namespaces).",
+            registry=r,
+        )
+        self.replication_copies = Gauge(
+            "pullsecret_injector_replication_desired_copies",
+            "Copies the sources should have, as of the last full reconcile.",
+            registry=r,
+        )
+        self.replication_reconcile = Histogram(
+            "pullsecret_injector_replication_reconcile_duration_seconds",
+            "One reconcile pass (plan and writes), by scope (full, partial).",
+            ["scope"],
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=r,
+        )
+        self.replication_leader = Gauge(
+            "pullsecret_injector_replication_leader",
+            "1 while this replica holds the Lease and runs the replication controller.",
+            registry=r,
+        )
+        self.replication_admission = Counter(
+            "pullsecret_injector_replication_admission_copies",
+            "Copies missing at admission, by result (created, exists, dry_run, clash, "
+            "error, timeout).",
             ["result"],
             registry=r,
         )
