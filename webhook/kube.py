@@ -50,7 +50,13 @@ from kubernetes.config.config_exception import ConfigException
 from webhook import credentials
 from webhook.credentials import REGISTRY_SECRET_TYPES, ParsedDockerConfig
 from webhook.metrics import Metrics
-from webhook.store import RegistrySecret, Store, is_registry_type, registry_secret
+from webhook.store import (
+    RegistrySecret,
+    Store,
+    registry_secret,
+    secret_from_object,
+    string_map,
+)
 
 log = logging.getLogger(__name__)
 
@@ -175,15 +181,9 @@ def _names(obj: Any) -> tuple[str, str]:
     return (ns if isinstance(ns, str) else ""), (name if isinstance(name, str) else "")
 
 
-def _string_map(value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        return {}
-    return {str(k): v for k, v in value.items() if isinstance(v, str)}
-
-
 def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
     meta = obj.get("metadata")
-    return _string_map(meta.get("labels") if isinstance(meta, dict) else None)
+    return string_map(meta.get("labels") if isinstance(meta, dict) else None)
 
 
 class _ParseCache:
@@ -201,9 +201,14 @@ class _ParseCache:
         self._size = size
         self._entries: dict[bytes, ParsedDockerConfig] = {}
 
-    def parse(self, secret_type: str, data: Mapping[str, Any] | None) -> ParsedDockerConfig:
-        if not data or not all(isinstance(v, str) for v in data.values()):
-            return credentials.parse_docker_config(secret_type, data, None)
+    def parse(
+        self,
+        secret_type: str,
+        data: Mapping[str, str] | None,
+        string_data: Mapping[str, str] | None = None,
+    ) -> ParsedDockerConfig:
+        if string_data or not data or not all(isinstance(v, str) for v in data.values()):
+            return credentials.parse_docker_config(secret_type, data, string_data)
         mac = hashlib.blake2b(key=self._mac_key, digest_size=16)
         mac.update(secret_type.encode())
         for name in sorted(data):
@@ -219,26 +224,17 @@ class _ParseCache:
 
 
 def _to_secret(obj: Mapping[str, Any], cache: _ParseCache) -> RegistrySecret | None:
-    """A registry secret without credentials (as store.secret_from_object makes it, with the
-    parse memoised); None when the object is not a registry secret."""
-    secret_type = obj.get("type")
-    if not is_registry_type(secret_type):
-        return None
-    namespace, name = _names(obj)
-    meta = obj.get("metadata")
-    annotations = _string_map(meta.get("annotations") if isinstance(meta, dict) else None)
-    data = obj.get("data")
+    """store.secret_from_object with the parse memoised; None when not a registry secret."""
     try:
-        parsed = cache.parse(str(secret_type), data if isinstance(data, dict) else None)
+        return secret_from_object(obj, parse=cache.parse)
     except Exception as exc:  # a parser bug must not stop the watch, nor leak the data
+        namespace, name = _names(obj)
         log.error(
             "registry secret could not be parsed",
             extra={"namespace": namespace, "secret": name, "error_type": type(exc).__name__},
         )
         parsed = ParsedDockerConfig(keys=(), error=f"internal error ({type(exc).__name__})")
-    return registry_secret(
-        namespace, name, str(secret_type), parsed, labels=_labels(obj), annotations=annotations
-    )
+        return registry_secret(namespace, name, str(obj.get("type")), parsed, labels=_labels(obj))
 
 
 def _shutdown(response: Any) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -169,18 +169,26 @@ class Store:
             self._namespaces = dict(frozen)
 
 
-def _string_map(value: Any) -> dict[str, str]:
+def string_map(value: Any) -> dict[str, str]:
+    """The str-valued entries of a mapping (labels, annotations); {} for anything else."""
     if not isinstance(value, Mapping):
         return {}
     return {str(k): v for k, v in value.items() if isinstance(v, str)}
 
 
-def secret_from_object(obj: Mapping[str, Any]) -> RegistrySecret | None:
+ParseConfig = Callable[
+    [str, Mapping[str, str] | None, Mapping[str, str] | None], ParsedDockerConfig
+]
+
+
+def secret_from_object(
+    obj: Mapping[str, Any], parse: ParseConfig = parse_docker_config
+) -> RegistrySecret | None:
     """A Secret object (API JSON or manifest) -> RegistrySecret; None if not a registry type.
 
-    Only the metadata the webhook needs survives: the data is parsed for its registry keys
-    and dropped (kubectl's last-applied-configuration annotation, which repeats the whole
-    secret, is never kept).
+    Only the metadata the webhook needs survives: the data is parsed (by `parse`, which a
+    caller may memoise) for its registry keys and dropped (kubectl's
+    last-applied-configuration annotation, which repeats the whole secret, is never kept).
     """
     secret_type = obj.get("type")
     if not is_registry_type(secret_type):
@@ -189,7 +197,7 @@ def secret_from_object(obj: Mapping[str, Any]) -> RegistrySecret | None:
     meta = meta if isinstance(meta, Mapping) else {}
     data = obj.get("data")
     string_data = obj.get("stringData")
-    parsed = parse_docker_config(
+    parsed = parse(
         str(secret_type),
         data if isinstance(data, Mapping) else None,
         string_data if isinstance(string_data, Mapping) else None,
@@ -199,6 +207,6 @@ def secret_from_object(obj: Mapping[str, Any]) -> RegistrySecret | None:
         str(meta.get("name") or ""),
         str(secret_type),
         parsed,
-        labels=_string_map(meta.get("labels")),
-        annotations=_string_map(meta.get("annotations")),
+        labels=string_map(meta.get("labels")),
+        annotations=string_map(meta.get("annotations")),
     )
