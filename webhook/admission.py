@@ -9,11 +9,12 @@ caller answers HTTP 4xx) and everything else (an internal fault: allowed, fail o
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 from webhook.injection import Decision
 
@@ -159,7 +160,7 @@ def patched(
 ) -> dict[str, Any]:
     """Allowed with a JSON Patch (base64 of its JSON, as the API requires)."""
     review = allowed(req, warnings, audit)
-    raw = json.dumps(list(patch), separators=(",", ":")).encode()
+    raw = orjson.dumps(list(patch))
     review["response"]["patchType"] = "JSONPatch"
     review["response"]["patch"] = base64.b64encode(raw).decode("ascii")
     return review

@@ -11,6 +11,7 @@ import signal
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,14 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         help="namespace holding project/cluster source registries (repeatable)",
     )
+    p.add_argument(
+        "--replication",
+        dest="replication_enabled",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="copy annotated source registries into the namespaces they select, and create "
+        "missing copies at admission (default: on; a live cluster only)",
+    )
     p.add_argument("--max-body-bytes", type=int, help="largest accepted request body")
     p.add_argument("--live-read-timeout", type=float, help="seconds for a never-seen namespace")
     p.add_argument("--workers", type=int, help="serving processes (default 1)")
@@ -110,6 +119,28 @@ def _certificates(settings: Settings) -> Iterator[tuple[Path, Path]]:
             flush=True,
         )
         yield paths["tls.crt"], paths["tls.key"]
+
+
+class _MainServer(uvicorn.Server):
+    """The HTTPS server: a signal shuts it down gracefully, and is not raised again after.
+
+    uvicorn re-raises SIGTERM/SIGINT once it has shut down, so that the default handler
+    ends the process: `serve`'s cleanup (releasing the replication Lease so that another
+    replica takes over at once, stopping the watches) would never run.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 class _OpsServer(uvicorn.Server):
@@ -149,6 +180,7 @@ async def _run_servers(
     store: Store,
     metrics: Metrics,
     watcher: Any,
+    replicator: Any,
     *,
     tls_files: tuple[Path, Path],
     listeners: _Listeners,
@@ -163,7 +195,9 @@ async def _run_servers(
     ctx = server_context(cert_file, key_file)
     reloader = CertReloader(ctx, cert_file, key_file, metrics)
     main_cfg = _uvicorn_config(
-        create_app(settings, store, metrics, live_read), settings.host, settings.port
+        create_app(settings, store, metrics, live_read, replicator),
+        settings.host,
+        settings.port,
     )
     main_cfg.load()
     main_cfg.ssl = ctx
@@ -181,7 +215,7 @@ async def _run_servers(
         tasks.append(asyncio.create_task(ops.serve(ops_sockets)))
     try:
         main_sockets = [listeners.main] if listeners.main is not None else None
-        await uvicorn.Server(main_cfg).serve(main_sockets)
+        await _MainServer(main_cfg).serve(main_sockets)
     finally:
         tasks[0].cancel()
         if ops is not None:
@@ -189,14 +223,15 @@ async def _run_servers(
             await tasks[1]
 
 
-def _start_state(settings: Settings, store: Store, metrics: Metrics) -> Any:
+def _start_state(settings: Settings, store: Store, metrics: Metrics) -> tuple[Any, Any]:
+    """(watcher, replicator): both None with --objects; the replicator None when disabled."""
     if settings.objects:
         fill_store(store, load_objects(settings.objects))
         log.info(
             "cluster state loaded from manifests",
             extra={"secrets": store.secret_count(), "namespaces": len(store.namespaces())},
         )
-        return None
+        return None, None
     from kubernetes.config.config_exception import ConfigException  # noqa: PLC0415
 
     from webhook import kube  # noqa: PLC0415 - only a live cluster needs the client
@@ -207,24 +242,39 @@ def _start_state(settings: Settings, store: Store, metrics: Metrics) -> Any:
         raise StartupError(f"cluster access: {exc}") from exc
     watcher = kube.ClusterWatcher(api_client, store, metrics)
     watcher.start()
-    return watcher
+    replicator = None
+    if settings.replication_enabled:
+        from webhook.replicator import Replicator  # noqa: PLC0415
+
+        replicator = Replicator(api_client, store, metrics, settings)
+        replicator.start()
+    return watcher, replicator
 
 
 def _serve_one(settings: Settings, tls_files: tuple[Path, Path], listeners: _Listeners) -> int:
     """One serving process: its own store (and watches), the HTTPS and ops servers."""
-    store, metrics = Store(), Metrics()
+    store = Store()  # replication, when on, listens to its changes
+    metrics = Metrics()
     try:
-        watcher = _start_state(settings, store, metrics)
+        watcher, replicator = _start_state(settings, store, metrics)
     except (ManifestError, StartupError) as exc:
         print(f"pullsecret-injector serve: {exc}", file=sys.stderr)
         return 2
     try:
         asyncio.run(
             _run_servers(
-                settings, store, metrics, watcher, tls_files=tls_files, listeners=listeners
+                settings,
+                store,
+                metrics,
+                watcher,
+                replicator,
+                tls_files=tls_files,
+                listeners=listeners,
             )
         )
     finally:
+        if replicator is not None:
+            replicator.stop()  # releases the Lease: another replica takes over at once
         if watcher is not None:
             watcher.stop()
     return 0

@@ -10,10 +10,12 @@ never mutated, so a reader always sees one consistent snapshot of a namespace.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
@@ -23,6 +25,8 @@ from webhook.credentials import (
     RegistryKey,
     parse_docker_config,
 )
+
+log = logging.getLogger(__name__)
 
 OUR_ANNOTATION_PREFIX = "pullsecret-injector.io/"
 
@@ -73,15 +77,58 @@ def is_registry_type(secret_type: Any) -> bool:
     return secret_type in REGISTRY_SECRET_TYPES
 
 
+class ChangeKind(StrEnum):
+    SECRET = "secret"  # noqa: S105 - one secret added, changed or deleted (namespace, name)
+    NAMESPACE = "namespace"  # one namespace added, relabelled or deleted (name)
+    NAMESPACE_SECRETS = "namespace_secrets"  # every secret of one namespace replaced
+    SECRETS_RELISTED = "secrets_relisted"  # every secret replaced (a full list)
+    NAMESPACES_RELISTED = "namespaces_relisted"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What one store write changed, as told to listeners."""
+
+    kind: ChangeKind
+    namespace: str = ""
+    name: str = ""
+
+
+Listener = Callable[[Change], None]
+
+
 class Store:
-    """namespace -> {secret name -> RegistrySecret}, plus namespace labels."""
+    """namespace -> {secret name -> RegistrySecret}, plus namespace labels.
+
+    Listeners (the replication controller) hear of every write: in the writer's thread
+    (a watch thread), after the write, outside the lock. They must be quick; one that
+    raises is logged and stops neither the others nor the writer.
+    """
 
     def __init__(self) -> None:
+        self._listeners: tuple[Listener, ...] = ()
         self._lock = threading.Lock()
         self._secrets: dict[str, Mapping[str, RegistrySecret]] = {}
         self._namespaces: dict[str, Mapping[str, str]] = {}
         self._synced: set[str] = set()
         self._last_event: dict[str, float] = {}
+
+    # ---- change notification -------------------------------------------------
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners = tuple(x for x in self._listeners if x != listener)
+
+    def _notify(self, kind: ChangeKind, namespace: str = "", name: str = "") -> None:
+        if not self._listeners:
+            return
+        change = Change(kind, namespace, name)
+        for listener in self._listeners:
+            try:
+                listener(change)
+            except Exception:
+                log.exception("store listener failed", extra={"change": kind.value})
 
     # ---- reads (lock-free) -------------------------------------------------
     def secrets_in(self, namespace: str) -> Mapping[str, RegistrySecret]:
@@ -128,6 +175,7 @@ class Store:
             current = dict(self._secrets.get(secret.namespace, {}))
             current[secret.name] = secret
             self._secrets[secret.namespace] = MappingProxyType(current)
+        self._notify(ChangeKind.SECRET, secret.namespace, secret.name)
 
     def delete_secret(self, namespace: str, name: str) -> None:
         with self._lock:
@@ -139,6 +187,7 @@ class Store:
                 self._secrets[namespace] = MappingProxyType(remaining)
             else:
                 del self._secrets[namespace]
+        self._notify(ChangeKind.SECRET, namespace, name)
 
     def replace_secrets(self, secrets: Iterable[RegistrySecret]) -> None:
         """Replace every secret at once (after a full list)."""
@@ -148,25 +197,30 @@ class Store:
         frozen = {ns: MappingProxyType(items) for ns, items in grouped.items()}
         with self._lock:
             self._secrets = dict(frozen)
+        self._notify(ChangeKind.SECRETS_RELISTED)
 
     def replace_namespace_secrets(self, namespace: str, secrets: Iterable[RegistrySecret]) -> None:
         """Replace the secrets of one namespace (a live read of a namespace never seen)."""
         items = {s.name: s for s in secrets}
         with self._lock:
             self._secrets[namespace] = MappingProxyType(items)
+        self._notify(ChangeKind.NAMESPACE_SECRETS, namespace)
 
     def upsert_namespace(self, name: str, labels: Mapping[str, str] | None) -> None:
         with self._lock:
             self._namespaces[name] = MappingProxyType(dict(labels or {}))
+        self._notify(ChangeKind.NAMESPACE, name)
 
     def delete_namespace(self, name: str) -> None:
         with self._lock:
             self._namespaces.pop(name, None)
+        self._notify(ChangeKind.NAMESPACE, name)
 
     def replace_namespaces(self, namespaces: Mapping[str, Mapping[str, str]]) -> None:
         frozen = {n: MappingProxyType(dict(lbl)) for n, lbl in namespaces.items()}
         with self._lock:
             self._namespaces = dict(frozen)
+        self._notify(ChangeKind.NAMESPACES_RELISTED)
 
 
 def string_map(value: Any) -> dict[str, str]:

@@ -15,26 +15,16 @@ deleted at the end, the webhook configuration first.
 from __future__ import annotations
 
 import base64
-import ipaddress
-import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
-RUN_LABEL = "pullsecret-injector.io/e2e-run"
+from e2e_support import HERE, ROOT, RUN_LABEL, Kubectl, Webhook, free_port, is_ip, ready, wait_for
 
 
 def _skip_reason(config: pytest.Config) -> str | None:
@@ -59,93 +49,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
-class Kubectl:
-    def __init__(self, kubeconfig: str) -> None:
-        self.env = {**os.environ, "KUBECONFIG": kubeconfig}
-
-    def __call__(
-        self, *args: str, input: Any = None, check: bool = True, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
-        data = None if input is None else (input if isinstance(input, str) else json.dumps(input))
-        proc = subprocess.run(
-            ["kubectl", *args],
-            input=data,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
-        return proc
-
-    def apply(self, *objects: dict[str, Any], dry_run: bool = False) -> list[dict[str, Any]]:
-        args = ["apply", "-o", "json", "-f", "-"]
-        if dry_run:
-            args.insert(1, "--dry-run=server")
-        doc = {"apiVersion": "v1", "kind": "List", "items": list(objects)}
-        out = json.loads(self(*args, input=doc).stdout)
-        return list(out["items"]) if out.get("kind") == "List" else [out]
-
-    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-        args = ["get", kind, name, "-o", "json"]
-        if namespace:
-            args += ["-n", namespace]
-        proc = self(*args, check=False)
-        if proc.returncode != 0:
-            if "NotFound" in proc.stderr or "not found" in proc.stderr:
-                return None
-            raise AssertionError(f"kubectl get {kind} {name}: {proc.stderr}")
-        out: dict[str, Any] = json.loads(proc.stdout)
-        return out
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-@dataclass
-class Webhook:
-    run: str  # the run id: label value and name suffix
-    kubectl: Kubectl
-    url: str
-    ops_url: str
-
-    def namespace(self, suffix: str) -> str:
-        return f"psi-e2e-{self.run}-{suffix}"
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 60.0, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def _ready(url: str) -> bool:
-    import httpx  # noqa: PLC0415
-
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
     """The webhook running on this host, registered with the cluster; all cleaned up after."""
@@ -154,13 +57,13 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
     kubeconfig = os.environ["KUBECONFIG"]
     kubectl = Kubectl(kubeconfig)
     host = os.environ.get("PSI_E2E_HOST", "127.0.0.1")
-    port = int(os.environ.get("PSI_E2E_PORT") or _free_port())
-    ops_port = _free_port()
+    port = int(os.environ.get("PSI_E2E_PORT") or free_port())
+    ops_port = free_port()
     run = uuid.uuid4().hex[:8]
     tmp = tmp_path_factory.mktemp("e2e")
     bundle = certs.generate(
-        ["localhost"] + ([] if _is_ip(host) else [host]),
-        ["127.0.0.1"] + ([host] if _is_ip(host) and host != "127.0.0.1" else []),
+        ["localhost"] + ([] if is_ip(host) else [host]),
+        ["127.0.0.1"] + ([host] if is_ip(host) and host != "127.0.0.1" else []),
     )
     paths = certs.write_bundle(bundle, tmp / "certs")
     log = (tmp / "webhook.log").open("wb")
@@ -196,7 +99,7 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
     config_name = f"psi-e2e-{run}"
     hook = Webhook(run, kubectl, f"https://{host}:{port}/mutate", f"http://127.0.0.1:{ops_port}")
     try:
-        wait_for(lambda: proc.poll() is not None or _ready(hook.ops_url + "/readyz"), "readiness")
+        wait_for(lambda: proc.poll() is not None or ready(hook.ops_url + "/readyz"), "readiness")
         assert proc.poll() is None, (tmp / "webhook.log").read_text()
         kubectl.apply(
             {

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import RUN_LABEL, Webhook, wait_for
+from e2e_support import RUN_LABEL, Webhook, wait_for
 
 pytestmark = pytest.mark.e2e
 

@@ -1,10 +1,18 @@
-"""Polling with a deadline: tests wait for a state, never for a fixed time."""
+"""Helpers of the live-cluster tests: TLS for the local API server, a watcher harness,
+polling with a deadline (tests wait for a state, never for a fixed time)."""
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
+
+from webhook import certs
+from webhook.kube import ClusterWatcher, load_api_client
+from webhook.metrics import Metrics
+from webhook.store import Store
 
 T = TypeVar("T")
 
@@ -27,3 +35,39 @@ def auths(*hosts: str, password: str = "pw") -> dict[str, dict[str, str]]:
 
     token = base64.b64encode(f"user:{password}".encode()).decode()
     return {host: {"auth": token} for host in hosts}
+
+
+class Tls:
+    def __init__(self, directory: Path) -> None:
+        paths = certs.write_bundle(certs.generate(["localhost"], ["127.0.0.1"]), directory)
+        self.ca_file = paths["ca.crt"]
+        self.server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.server.load_cert_chain(paths["tls.crt"], paths["tls.key"])
+        self.client = ssl.create_default_context(cafile=str(self.ca_file))
+
+
+class Harness:
+    """A ClusterWatcher on the local API server, with its store and metrics."""
+
+    def __init__(self, kubeconfig: Path, **options: float) -> None:
+        self.store = Store()
+        self.metrics = Metrics()
+        self.watcher = ClusterWatcher(
+            load_api_client(kubeconfig, None), self.store, self.metrics, **options
+        )
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+    def restarts(self, resource: str, reason: str) -> float:
+        return self.metric(
+            "pullsecret_injector_watch_restarts_total", resource=resource, reason=reason
+        )
+
+    def secret(self, namespace: str, name: str):  # type: ignore[no-untyped-def]
+        return self.store.secrets_in(namespace).get(name)
+
+    def registries(self, namespace: str, name: str) -> tuple[str, ...] | None:
+        secret = self.secret(namespace, name)
+        return None if secret is None else tuple(k.key for k in secret.keys)

@@ -28,9 +28,12 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent.parent)]
 
 import orjson  # noqa: E402
-from conftest import Harness, Tls  # noqa: E402
 from kube_apiserver import DOCKERCONFIGJSON, ApiServer, Cluster, kubeconfig_text  # noqa: E402
-from kube_support import auths  # noqa: E402
+from kube_support import (  # noqa: E402
+    Harness,
+    Tls,
+    auths,
+)
 from kubernetes import client  # noqa: E402
 
 from webhook.kube import load_api_client  # noqa: E402

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import Tls
 from kube_apiserver import ApiServer, kubeconfig_text
+from kube_support import Tls
 from kubernetes import client
 from kubernetes.config import incluster_config
 from kubernetes.config.config_exception import ConfigException

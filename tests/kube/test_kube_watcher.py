@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import Harness
 from kube_apiserver import (
     DOCKERCFG,
     DOCKERCONFIGJSON,
@@ -21,7 +20,7 @@ from kube_apiserver import (
     Request,
     held_events,
 )
-from kube_support import auths, wait_for
+from kube_support import Harness, auths, wait_for
 
 MakeHarness = Callable[..., Harness]
 

@@ -1,0 +1,90 @@
+"""The server's Decider: the same decisions as decide(), and never a stale one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+from helpers import registry_secret
+
+from bench import workload
+from webhook.injection import Decider, Policy, decide
+from webhook.store import Store
+
+NS = "team-a"
+
+
+def pod(*images: Any, pull: list[str] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "containers": [{"name": f"c{i}", "image": im} for i, im in enumerate(images)]
+    }
+    if pull is not None:
+        spec["imagePullSecrets"] = [{"name": n} for n in pull]
+    return {"metadata": {"name": "p"}, "spec": spec}
+
+
+@pytest.fixture
+def store() -> Store:
+    s = Store()
+    s.upsert_secret(registry_secret(NS, "example", "registry.example.com"))
+    s.upsert_secret(registry_secret(NS, "hub", "https://index.docker.io/v1/"))
+    return s
+
+
+def test_decides_every_bench_pod_as_decide_does_twice_over(tmp_path: Any) -> None:
+    from webhook.manifests import fill_store, load_objects  # noqa: PLC0415
+
+    store = Store()
+    fill_store(store, load_objects([workload.write_cluster(tmp_path / "c.yaml", 20)]))
+    policy = Policy.build(None, ["registry.example.com", "ghcr.io"])
+    decider = Decider(policy)
+    for body in workload.bodies():
+        req = orjson.loads(body)["request"]
+        ns, obj = req["namespace"], req["object"]
+        want = decide(obj, ns, store.secrets_in(ns), policy)
+        assert decider.decide(obj, ns, store.secrets_in(ns)) == want  # computed
+        assert decider.decide(obj, ns, store.secrets_in(ns)) == want  # remembered
+
+
+def test_a_secret_added_to_the_namespace_is_used_at_once(store: Store) -> None:
+    decider = Decider(Policy())
+    p = pod("ghcr.io/org/app:1", "registry.example.com/x")
+    assert decider.decide(p, NS, store.secrets_in(NS)).add == ("example",)
+    store.upsert_secret(registry_secret(NS, "ghcr", "ghcr.io/org"))
+    assert decider.decide(p, NS, store.secrets_in(NS)).add == ("example", "ghcr")
+
+
+def test_a_deleted_or_rotated_secret_is_not_remembered(store: Store) -> None:
+    decider = Decider(Policy())
+    p = pod("registry.example.com/x")
+    assert decider.decide(p, NS, store.secrets_in(NS)).add == ("example",)
+    store.upsert_secret(registry_secret(NS, "example", "quay.io"))  # rotated to another host
+    assert decider.decide(p, NS, store.secrets_in(NS)).add == ()
+    store.delete_secret(NS, "example")
+    d = decider.decide(pod("nginx", pull=["example"]), NS, store.secrets_in(NS))
+    assert d.add == ("hub",) and any("names no registry secret" in w for w in d.warnings)
+
+
+def test_existing_entries_give_their_own_keyring(store: Store) -> None:
+    decider = Decider(Policy())
+    secrets = store.secrets_in(NS)
+    assert decider.decide(pod("registry.example.com/x"), NS, secrets).add == ("example",)
+    assert decider.decide(pod("registry.example.com/x", pull=["example"]), NS, secrets).add == ()
+
+
+def test_namespaces_are_kept_apart_and_evicted_safely(store: Store) -> None:
+    decider = Decider(Policy(), max_namespaces=1)
+    store.upsert_secret(registry_secret("team-b", "other", "registry.example.com"))
+    p = pod("registry.example.com/x")
+    for _ in range(2):
+        assert decider.decide(p, NS, store.secrets_in(NS)).add == ("example",)
+        assert decider.decide(p, "team-b", store.secrets_in("team-b")).add == ("other",)
+        assert decider.decide(p, "nowhere", store.secrets_in("nowhere")).add == ()
+
+
+def test_images_that_are_not_strings_are_reported_not_remembered(store: Store) -> None:
+    decider = Decider(Policy())
+    for _ in range(2):
+        d = decider.decide(pod(["not", "a", "string"], None), NS, store.secrets_in(NS))
+        assert d.add == () and len(d.warnings) == 2

@@ -1,0 +1,382 @@
+"""Leader election on a coordination.k8s.io/v1 Lease, as client-go's leaderelection does it.
+
+Every replica serves admission; only the holder of the Lease runs the replication
+controller. The algorithm is client-go's (``tools/leaderelection``):
+
+- A candidate reads the Lease every ``retry_period``. It may take it when nobody holds it
+  (no Lease, or an empty ``holderIdentity``) or when the holder has not renewed it for
+  ``leaseDurationSeconds`` *as observed by this candidate's own clock* (the time it last
+  saw the record change; clocks of different nodes are never compared). Taking it is an
+  update with the Lease's ``resourceVersion``: of two candidates at most one succeeds.
+- The leader renews (``renewTime``) every ``retry_period``. When it has not renewed for
+  ``renew_deadline`` seconds, or it sees another holder, it stops leading at once and the
+  controller is stopped before anyone else can take over (``renew_deadline`` is shorter
+  than the lease duration).
+- ``stop()`` releases the Lease (empty holder, duration 1 s) so another replica takes over
+  within a retry period instead of a lease duration.
+
+The official client's leaderelection package is not used: it blocks forever in
+``run()``, cannot be stopped or release its lock, and uses the global client
+configuration. Times are written as ``MicroTime`` (RFC 3339 with exactly six fractional
+digits), which the API server requires; the generated models serialise datetimes with
+``isoformat()``, which drops the digits when the microseconds are zero, so the Lease is
+read and written as plain JSON through the official client's transport (``RawApi``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from kubernetes import client as k8s_client
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger(__name__)
+
+Timeout = float | tuple[float, float]
+
+
+class RawApi:
+    """JSON requests to the API server through the official client (auth, TLS, proxies).
+
+    Bodies are sent as given and answers returned as parsed JSON: no model round trip, so
+    a Secret's data is never copied into model objects and times keep their exact format.
+    Non-2xx answers raise ``ApiException`` (status, reason and the Status body).
+    """
+
+    def __init__(self, api_client: k8s_client.ApiClient) -> None:
+        self._client = api_client
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: Timeout = (5.0, 10.0),
+    ) -> dict[str, Any]:
+        params = list(query.items()) if isinstance(query, Mapping) else list(query or ())
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        serialized = self._client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=params or None,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        http_method, url, header_params, payload, _ = serialized
+        response = self._client.call_api(
+            http_method, url, header_params=header_params, body=payload, _request_timeout=timeout
+        )
+        try:
+            data: bytes = response.read()  # type: ignore[no-untyped-call]
+        finally:
+            release = getattr(response.response, "release_conn", None)
+            if callable(release):
+                release()
+        if not 200 <= response.status <= 299:
+            raise ApiException(
+                status=response.status,
+                reason=response.reason,
+                body=data.decode("utf-8", "replace") if data else None,
+            )
+        if not data:
+            return {}
+        parsed = orjson.loads(data)
+        return parsed if isinstance(parsed, dict) else {}
+
+
+def micro_time(moment: datetime | None = None) -> str:
+    """A MicroTime as the API server writes and requires it: 2006-01-02T15:04:05.000000Z."""
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def default_identity() -> str:
+    """``<pod name>_<random>``: unique per process, even for forked workers of one pod."""
+    base = os.environ.get("POD_NAME") or socket.gethostname() or "pullsecret-injector"
+    return f"{base}_{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTimings:
+    """client-go's defaults for controllers (kube-controller-manager uses the same)."""
+
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:
+            raise ValueError(
+                "leader election needs 0 < retry_period < renew_deadline < lease_duration"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    holder: str
+    duration: int
+    acquire_time: str | None
+    renew_time: str | None
+    transitions: int
+
+    @classmethod
+    def of(cls, lease: Mapping[str, Any]) -> _Record:
+        spec = lease.get("spec") or {}
+        return cls(
+            holder=str(spec.get("holderIdentity") or ""),
+            duration=int(spec.get("leaseDurationSeconds") or 0),
+            acquire_time=spec.get("acquireTime"),
+            renew_time=spec.get("renewTime"),
+            transitions=int(spec.get("leaseTransitions") or 0),
+        )
+
+
+class LeaderElector:
+    """Campaigns for a Lease in a thread; calls back when leadership starts and stops.
+
+    ``on_started`` and ``on_stopped`` run in the elector's thread and must return promptly
+    (start or stop the controller's own threads). ``on_stopped`` is called exactly once
+    after each ``on_started``: when the Lease is lost, or by ``stop()``.
+    """
+
+    def __init__(
+        self,
+        api_client: k8s_client.ApiClient,
+        namespace: str,
+        name: str,
+        *,
+        on_started: Callable[[], None],
+        on_stopped: Callable[[], None],
+        identity: str | None = None,
+        timings: LeaseTimings | None = None,
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._api = RawApi(api_client)
+        self.namespace = namespace
+        self.name = name
+        self.identity = identity or default_identity()
+        self.timings = timings or LeaseTimings()
+        self._on_started = on_started
+        self._on_stopped = on_stopped
+        self._on_change = on_change
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._leading = False
+        self._step_lock = threading.Lock()
+        self._observed: _Record | None = None
+        self._observed_at = 0.0  # monotonic time the observed record last changed
+        self._lease_rv: str | None = None
+        self._path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leading
+
+    @property
+    def observed_holder(self) -> str | None:
+        return None if self._observed is None else self._observed.holder or None
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("LeaderElector.start() called twice")
+        self._thread = threading.Thread(target=self._run, name="leader-election", daemon=True)
+        self._thread.start()
+        log.info(
+            "campaigning for leadership",
+            extra={"lease": f"{self.namespace}/{self.name}", "identity": self.identity},
+        )
+
+    def stop(self, *, release: bool = True) -> None:
+        """Stop campaigning; a leader stops leading and (by default) releases the Lease."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(self.timings.retry_period + 15.0)
+        if self._leading:  # the thread did not finish: stop leading from here
+            self._step_down("stopped")
+        if release and self._observed is not None and self._observed.holder == self.identity:
+            self._release()
+
+    # ---- the loop -----------------------------------------------------------------------
+    def _run(self) -> None:
+        t = self.timings
+        last_renew = 0.0
+        while not self._stop.is_set():
+            ok = self._try_acquire_or_renew()
+            now = time.monotonic()
+            if ok:
+                last_renew = now
+                if not self._leading:
+                    self._leading = True
+                    log.info(
+                        "became leader",
+                        extra={"lease": f"{self.namespace}/{self.name}", "identity": self.identity},
+                    )
+                    self._notify(True)
+                    try:
+                        self._on_started()
+                    except Exception:
+                        log.exception("starting the leader's work failed: stepping down")
+                        self._step_down("on_started failed")
+                        self._release()
+            elif self._leading:
+                other = self._observed is not None and self._observed.holder not in (
+                    "",
+                    self.identity,
+                )
+                if other or now - last_renew >= t.renew_deadline:
+                    self._step_down("lease taken by another" if other else "renew deadline passed")
+            # Followers jitter their retries (client-go: JitterFactor 1.2) so that replicas
+            # started together do not hit the API server in lockstep.
+            wait = t.retry_period * (1.0 if self._leading else random.uniform(1.0, 1.2))  # noqa: S311
+            self._stop.wait(wait)
+        if self._leading:
+            self._step_down("stopped")
+
+    def _notify(self, leading: bool) -> None:
+        if self._on_change is not None:
+            try:
+                self._on_change(leading)
+            except Exception:
+                log.exception("leader change callback failed")
+
+    def _step_down(self, why: str) -> None:
+        with self._step_lock:
+            if not self._leading:
+                return
+            self._leading = False
+        log.warning(
+            "stopped leading",
+            extra={"lease": f"{self.namespace}/{self.name}", "identity": self.identity, "why": why},
+        )
+        self._notify(False)
+        try:
+            self._on_stopped()
+        except Exception:
+            log.exception("stopping the leader's work failed")
+
+    # ---- one round: client-go's tryAcquireOrRenew ----------------------------------------
+    def _timeout(self) -> tuple[float, float]:
+        t = self.timings.retry_period
+        return (t, max(t, self.timings.renew_deadline / 2))
+
+    def _try_acquire_or_renew(self) -> bool:
+        now = micro_time()
+        try:
+            lease = self._api.request("GET", f"{self._path}/{self.name}", timeout=self._timeout())
+        except ApiException as exc:
+            if exc.status != 404:
+                log.info("reading the lease failed", extra={"status": exc.status})
+                return False
+            return self._create(now)
+        except Exception as exc:  # connection errors, timeouts
+            log.info("reading the lease failed", extra={"error": type(exc).__name__})
+            return False
+        record = _Record.of(lease)
+        self._lease_rv = (lease.get("metadata") or {}).get("resourceVersion")
+        if record != self._observed:
+            self._observed = record
+            self._observed_at = time.monotonic()
+        held_by_other = record.holder not in ("", self.identity)
+        if held_by_other and self._observed_at + record.duration > time.monotonic():
+            return False
+        mine = record.holder == self.identity
+        spec = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": int(self.timings.lease_duration),
+            "acquireTime": record.acquire_time if mine and record.acquire_time else now,
+            "renewTime": now,
+            "leaseTransitions": record.transitions if mine else record.transitions + 1,
+        }
+        body = {**lease, "spec": {**(lease.get("spec") or {}), **spec}}
+        try:
+            updated = self._api.request(
+                "PUT", f"{self._path}/{self.name}", body=body, timeout=self._timeout()
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                log.info("updating the lease failed", extra={"status": exc.status})
+            return False
+        except Exception as exc:
+            log.info("updating the lease failed", extra={"error": type(exc).__name__})
+            return False
+        self._remember(updated)
+        if not mine:
+            log.info(
+                "took over the lease",
+                extra={"lease": f"{self.namespace}/{self.name}", "previous": record.holder},
+            )
+        return True
+
+    def _create(self, now: str) -> bool:
+        body = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": self.name, "namespace": self.namespace},
+            "spec": {
+                "holderIdentity": self.identity,
+                "leaseDurationSeconds": int(self.timings.lease_duration),
+                "acquireTime": now,
+                "renewTime": now,
+                "leaseTransitions": 0,
+            },
+        }
+        try:
+            created = self._api.request("POST", self._path, body=body, timeout=self._timeout())
+        except ApiException as exc:
+            if exc.status != 409:
+                log.info("creating the lease failed", extra={"status": exc.status})
+            return False
+        except Exception as exc:
+            log.info("creating the lease failed", extra={"error": type(exc).__name__})
+            return False
+        self._remember(created)
+        return True
+
+    def _remember(self, lease: Mapping[str, Any]) -> None:
+        self._observed = _Record.of(lease)
+        self._observed_at = time.monotonic()
+        self._lease_rv = (lease.get("metadata") or {}).get("resourceVersion")
+
+    def _release(self) -> None:
+        """Give the Lease up: empty holder and a one-second duration (client-go's release)."""
+        now = micro_time()
+        try:
+            lease = self._api.request("GET", f"{self._path}/{self.name}", timeout=self._timeout())
+            record = _Record.of(lease)
+            if record.holder != self.identity:
+                return
+            spec = {
+                **(lease.get("spec") or {}),
+                "holderIdentity": "",
+                "leaseDurationSeconds": 1,
+                "acquireTime": now,
+                "renewTime": now,
+            }
+            self._api.request(
+                "PUT",
+                f"{self._path}/{self.name}",
+                body={**lease, "spec": spec},
+                timeout=self._timeout(),
+            )
+            self._observed = None
+            log.info("released the lease", extra={"lease": f"{self.namespace}/{self.name}"})
+        except Exception as exc:
+            log.info("releasing the lease failed", extra={"error": type(exc).__name__})
