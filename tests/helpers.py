@@ -1,11 +1,14 @@
-"""Shared test helpers: fixture paths, secrets built the way the cluster stores them."""
+"""Shared test helpers: fixture paths, secrets built the way the cluster stores them, polling
+with a deadline (tests wait for a state, never for a fixed time)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from webhook.store import RegistrySecret, secret_from_object
 
@@ -13,6 +16,22 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 REVIEWS = FIXTURES / "admissionreview"
 EXAMPLES = ROOT / "examples"
+
+T = TypeVar("T")
+
+
+def wait_for(
+    predicate: Callable[[], T], what: str, timeout: float = 10.0, interval: float = 0.01
+) -> T:
+    """Poll `predicate` until it returns a truthy value; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
 
 
 def b64(text: str) -> str:

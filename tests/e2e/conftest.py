@@ -7,9 +7,9 @@ Options (environment):
                      an API server on this host; for kind, the host's address on the kind
                      docker network, e.g. 172.18.0.1)
 
-Nothing else is assumed about the cluster: everything the suite creates carries a run
-label, the webhook configuration selects only the suite's namespaces, and everything is
-deleted at the end, the webhook configuration first.
+The `webhook` fixture runs `serve` on this host and registers it with a webhook
+configuration that selects only the suite's namespaces; at the end it deletes that
+configuration first, then the run's namespaces, then stops `serve`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ from __future__ import annotations
 import base64
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from e2e_support import HERE, ROOT, RUN_LABEL, Kubectl, Webhook, free_port, is_ip, ready, wait_for
+from e2e_support import HERE, RUN_LABEL, Kubectl, Webhook, is_ip
+from serve_process import free_port, serve_env, spawn
 
 
 def _skip_reason(config: pytest.Config) -> str | None:
@@ -57,8 +55,6 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
     kubeconfig = os.environ["KUBECONFIG"]
     kubectl = Kubectl(kubeconfig)
     host = os.environ.get("PSI_E2E_HOST", "127.0.0.1")
-    port = int(os.environ.get("PSI_E2E_PORT") or free_port())
-    ops_port = free_port()
     run = uuid.uuid4().hex[:8]
     tmp = tmp_path_factory.mktemp("e2e")
     bundle = certs.generate(
@@ -66,41 +62,19 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
         ["127.0.0.1"] + ([host] if is_ip(host) and host != "127.0.0.1" else []),
     )
     paths = certs.write_bundle(bundle, tmp / "certs")
-    log = (tmp / "webhook.log").open("wb")
-    listen = "127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "webhook.cli",
-            "serve",
-            "--kubeconfig",
-            kubeconfig,
-            "--cert-file",
-            str(paths["tls.crt"]),
-            "--key-file",
-            str(paths["tls.key"]),
-            "--host",
-            listen,
-            "--port",
-            str(port),
-            "--metrics-host",
-            "127.0.0.1",
-            "--metrics-port",
-            str(ops_port),
-            "--release-namespace",
-            f"psi-e2e-{run}-release",
-        ],
-        cwd=ROOT,
-        env={k: v for k, v in os.environ.items() if not k.startswith("PSI_")},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    serve = spawn(
+        tmp / "webhook.log",
+        "--kubeconfig", kubeconfig,
+        "--cert-file", str(paths["tls.crt"]), "--key-file", str(paths["tls.key"]),
+        "--release-namespace", f"psi-e2e-{run}-release",
+        host="127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0",
+        port=int(os.environ.get("PSI_E2E_PORT") or free_port()),
+        env=serve_env(),
+    )  # fmt: skip
     config_name = f"psi-e2e-{run}"
-    hook = Webhook(run, kubectl, f"https://{host}:{port}/mutate", f"http://127.0.0.1:{ops_port}")
+    hook = Webhook(run, kubectl, f"https://{host}:{serve.port}/mutate", serve.ops_url)
     try:
-        wait_for(lambda: proc.poll() is not None or ready(hook.ops_url + "/readyz"), "readiness")
-        assert proc.poll() is None, (tmp / "webhook.log").read_text()
+        serve.wait_ready(60, interval=0.5, probe_timeout=2)
         kubectl.apply(
             {
                 "apiVersion": "admissionregistration.k8s.io/v1",
@@ -143,10 +117,4 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
             "delete", "mutatingwebhookconfiguration", config_name, "--ignore-not-found", check=False
         )
         kubectl("delete", "namespace", "-l", f"{RUN_LABEL}={run}", "--wait=false", check=False)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
+        serve.stop(20)

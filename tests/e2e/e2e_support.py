@@ -1,31 +1,24 @@
-"""End-to-end suite against a real cluster: runs only with KUBECONFIG set and `-m e2e`.
+"""Helpers of the end-to-end suite: kubectl on the suite's cluster, the running webhook,
+polling with the end-to-end defaults (a real cluster is slower than the local API server).
 
-Options (environment):
-  KUBECONFIG         the cluster (required)
-  PSI_E2E_PORT       the webhook's HTTPS port on this host (default: a free port)
-  PSI_E2E_HOST       the address the API server uses to reach this host (default 127.0.0.1:
-                     an API server on this host; for kind, the host's address on the kind
-                     docker network, e.g. 172.18.0.1)
-
-Nothing else is assumed about the cluster: everything the suite creates carries a run
-label, the webhook configuration selects only the suite's namespaces, and everything is
-deleted at the end, the webhook configuration first.
+Everything the suite creates carries RUN_LABEL with the run id, and its namespaces are
+named psi-e2e-<run>-<suffix>: cleanup finds them by label.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import helpers
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
 RUN_LABEL = "pullsecret-injector.io/e2e-run"
 
 
@@ -71,12 +64,6 @@ class Kubectl:
         return out
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -96,21 +83,5 @@ class Webhook:
         return f"psi-e2e-{self.run}-{suffix}"
 
 
-def wait_for(predicate: Any, what: str, timeout: float = 60.0, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
-def ready(url: str) -> bool:
-    import httpx  # noqa: PLC0415
-
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+# helpers.wait_for with the end-to-end defaults: 60 s, polling every 0.5 s.
+wait_for = functools.partial(helpers.wait_for, timeout=60.0, interval=0.5)

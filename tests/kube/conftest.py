@@ -1,13 +1,26 @@
-"""Fixtures for the live-cluster tests: a local API server over TLS and watchers on it."""
+"""Fixtures for the live-cluster tests: a local API server over TLS and watchers on it.
+
+Modules marked `writable_cluster` (the replication tests) get the writable cluster instead:
+the release namespace and kube-system present, writes recorded, replicas to start on it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kube_apiserver import ApiServer, Cluster, kubeconfig_text
+from kube_apiserver_writes import WritableApiServer, WritableCluster
 from kube_support import Harness, Tls
+from replication_support import Replica, make_cluster
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "writable_cluster: the cluster and apiserver fixtures are the writable ones"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -16,13 +29,16 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
 
 
 @pytest.fixture
-def cluster() -> Cluster:
+def cluster(request: pytest.FixtureRequest) -> Cluster:
+    if request.node.get_closest_marker("writable_cluster") is not None:
+        return make_cluster()
     return Cluster()
 
 
 @pytest.fixture
 def apiserver(cluster: Cluster, tls: Tls) -> Iterator[ApiServer]:
-    server = ApiServer(cluster, ssl_context=tls.server).start()
+    server_class = WritableApiServer if isinstance(cluster, WritableCluster) else ApiServer
+    server = server_class(cluster, ssl_context=tls.server).start()
     yield server
     server.stop()
 
@@ -54,3 +70,18 @@ def make_harness(kubeconfig: Path) -> Iterator[Callable[..., Harness]]:
     yield make
     for harness in made:
         harness.watcher.stop()
+
+
+@pytest.fixture
+def replicas(kubeconfig: Path) -> Iterator[Callable[..., Replica]]:
+    """Build (and start) replicas on the writable cluster; all are stopped at teardown."""
+    made: list[Replica] = []
+
+    def make(*, start: bool = True, **kw: Any) -> Replica:
+        replica = Replica(kubeconfig, **kw)
+        made.append(replica)
+        return replica.start() if start else replica
+
+    yield make
+    for replica in made:
+        replica.stop()

@@ -1,32 +1,15 @@
 """Helpers of the live-cluster tests: TLS for the local API server, a watcher harness,
-polling with a deadline (tests wait for a state, never for a fixed time)."""
+fake registry credentials (polling with a deadline is helpers.wait_for)."""
 
 from __future__ import annotations
 
 import ssl
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 from webhook import certs
 from webhook.kube import ClusterWatcher, load_api_client
 from webhook.metrics import Metrics
 from webhook.store import Store
-
-T = TypeVar("T")
-
-
-def wait_for(predicate: Callable[[], T], what: str, timeout: float = 10.0) -> T:
-    """Poll `predicate` until it returns a truthy value; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def auths(*hosts: str, password: str = "pw") -> dict[str, dict[str, str]]:

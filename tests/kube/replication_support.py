@@ -1,13 +1,13 @@
-"""Harness for the replication tests: the writable local API server, watchers, replicators."""
+"""Harness for the replication tests: replicas (watcher + replicator) on the writable local
+API server, the cluster they start from, source secrets and the state of their copies."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from kube_apiserver import DOCKERCONFIGJSON, kubeconfig_text
-from kube_apiserver_writes import WritableApiServer, WritableCluster
+from kube_apiserver import DOCKERCONFIGJSON
+from kube_apiserver_writes import WritableCluster
 from kube_support import auths
 
 from webhook.config import Settings
@@ -88,29 +88,6 @@ def make_cluster() -> WritableCluster:
     cluster.create_namespace(REL)
     cluster.create_namespace("kube-system")
     return cluster
-
-
-def start_server(cluster: WritableCluster, tls: Any) -> WritableApiServer:
-    return WritableApiServer(cluster, ssl_context=tls.server).start()
-
-
-def write_kubeconfig(server: WritableApiServer, tls: Any, path: Path) -> Path:
-    path.write_text(kubeconfig_text(server, str(tls.ca_file)))
-    return path
-
-
-def replica_factory(kubeconfig: Path) -> Iterator[Callable[..., Replica]]:
-    """The body of a `replicas` fixture: make (and start) replicas, all stopped at teardown."""
-    made: list[Replica] = []
-
-    def make(*, start: bool = True, **kw: Any) -> Replica:
-        replica = Replica(kubeconfig, **kw)
-        made.append(replica)
-        return replica.start() if start else replica
-
-    yield make
-    for replica in made:
-        replica.stop()
 
 
 # ---- objects -------------------------------------------------------------------------------

@@ -7,133 +7,28 @@ delivered yet is served by one live read.
 
 from __future__ import annotations
 
-import base64
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
-import jsonpatch
 import pytest
+from helpers import wait_for
 from kube_apiserver import ApiServer, Cluster, Request, held_events
-from kube_support import auths, wait_for
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Serve:
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, ops_port: int, log: Path):
-        self.proc, self.port, self.ops_port, self.log = proc, port, ops_port, log
-        self.http = httpx.Client(verify=False, timeout=10)
-
-    def ops(self, path: str) -> httpx.Response | None:
-        assert self.proc.poll() is None, f"serve exited:\n{self.log.read_text()}"
-        try:
-            return self.http.get(f"http://127.0.0.1:{self.ops_port}{path}")
-        except httpx.TransportError:
-            return None
-
-    def status(self, path: str) -> int | None:
-        resp = self.ops(path)
-        return None if resp is None else resp.status_code
-
-    def admit(self, namespace: str, *images: str) -> list[str]:
-        """The imagePullSecrets a pod created in `namespace` leaves admission with."""
-        pod: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"generateName": "app-", "namespace": namespace},
-            "spec": {"containers": [{"name": f"c{i}", "image": im} for i, im in enumerate(images)]},
-        }
-        review = {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": str(uuid.uuid4()),
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-                "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-                "namespace": namespace,
-                "operation": "CREATE",
-                "userInfo": {"username": "kubernetes-admin"},
-                "object": pod,
-                "oldObject": None,
-                "dryRun": False,
-                "options": {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"},
-            },
-        }
-        resp = self.http.post(f"https://127.0.0.1:{self.port}/mutate", json=review)
-        assert resp.status_code == 200, resp.text
-        answer = resp.json()["response"]
-        assert answer["uid"] == review["request"]["uid"] and answer["allowed"] is True
-        if "patch" not in answer:
-            return []
-        patched = jsonpatch.apply_patch(
-            pod, jsonpatch.JsonPatch.from_string(base64.b64decode(answer["patch"]).decode())
-        )
-        return [ref["name"] for ref in patched["spec"].get("imagePullSecrets", [])]
+from kube_support import auths
+from serve_support import Serve, running_serve
 
 
 @pytest.fixture
 def serve(kubeconfig: Path, apiserver: ApiServer, tmp_path: Path) -> Iterator[Serve]:
-    port, ops_port = free_port(), free_port()
-    log = tmp_path / "serve.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PSI_")}
-    env.pop("KUBECONFIG", None)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "webhook.cli",
-                "serve",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--dev",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--metrics-host",
-                "127.0.0.1",
-                "--metrics-port",
-                str(ops_port),
-                "--live-read-timeout",
-                "2",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    server = Serve(proc, port, ops_port, log)
-    try:
+    with running_serve(
+        kubeconfig,
+        tmp_path / "serve.log",
+        "--live-read-timeout",
+        "2",
+        stop_timeout=15,
+        must_stop=True,
+    ) as server:
         yield server
-    finally:
-        server.http.close()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-            raise
-        finally:
-            print(log.read_text()[-6000:])  # shown when the test fails
 
 
 @pytest.fixture

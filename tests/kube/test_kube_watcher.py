@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import pytest
+from helpers import wait_for
 from kube_apiserver import (
     DOCKERCFG,
     DOCKERCONFIGJSON,
@@ -20,7 +21,7 @@ from kube_apiserver import (
     Request,
     held_events,
 )
-from kube_support import Harness, auths, wait_for
+from kube_support import Harness, auths
 
 MakeHarness = Callable[..., Harness]
 

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import pytest
+from helpers import wait_for
 from kube_apiserver import (
     DOCKERCONFIGJSON,
     NAMESPACES,
@@ -23,7 +24,7 @@ from kube_apiserver import (
     ApiServer,
     Cluster,
 )
-from kube_support import auths, wait_for
+from kube_support import auths
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "apiserver"
 SELECTOR = {"fieldSelector": f"type={DOCKERCONFIGJSON}"}

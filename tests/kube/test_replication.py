@@ -7,25 +7,15 @@ way users do; assertions poll the server's state with a deadline.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_for
 from kube_apiserver import DOCKERCFG, SECRETS, ApiError
-from kube_apiserver_writes import WritableApiServer, WritableCluster, Write
-from kube_support import auths, wait_for
-from replication_support import (
-    REL,
-    Replica,
-    add_source,
-    copies_of,
-    copy_state,
-    make_cluster,
-    replica_factory,
-    source_hash,
-    start_server,
-)
+from kube_apiserver_writes import WritableCluster, Write
+from kube_support import auths
+from replication_support import REL, add_source, copies_of, copy_state, source_hash
 
 from webhook.replication import (
     MANAGED_BY_LABEL,
@@ -34,25 +24,10 @@ from webhook.replication import (
     SOURCE_ANNOTATION,
 )
 
+pytestmark = pytest.mark.writable_cluster
+
 PROBLEMS = "pullsecret_injector_replication_problems"
 ACTIONS = "pullsecret_injector_replication_actions_total"
-
-
-@pytest.fixture
-def cluster() -> WritableCluster:
-    return make_cluster()
-
-
-@pytest.fixture
-def replicas(kubeconfig: Path) -> Iterator[Callable[..., Replica]]:
-    yield from replica_factory(kubeconfig)
-
-
-@pytest.fixture
-def apiserver(cluster: WritableCluster, tls: Any) -> Iterator[WritableApiServer]:
-    server = start_server(cluster, tls)
-    yield server
-    server.stop()
 
 
 def set_annotations(cluster: WritableCluster, ns: str, name: str, **values: str | None) -> None:

@@ -9,50 +9,24 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
+from helpers import wait_for
 from kube_apiserver import NAMESPACES, SECRETS, held_events
-from kube_apiserver_writes import LEASES, WritableApiServer, WritableCluster, Write
-from kube_support import auths, wait_for
-from replication_support import (
-    FAST,
-    FAST_LEASE,
-    REL,
-    Replica,
-    add_source,
-    copy_state,
-    make_cluster,
-    replica_factory,
-    source_hash,
-    start_server,
-)
+from kube_apiserver_writes import LEASES, WritableCluster, Write
+from kube_support import auths
+from replication_support import FAST, FAST_LEASE, REL, Replica, add_source, copy_state, source_hash
 
 from webhook.injection import Policy, decide
 from webhook.leader import micro_time
 
+pytestmark = pytest.mark.writable_cluster
+
 POLICY = Policy.build("", ())
 ADMISSION = "pullsecret_injector_replication_admission_copies_total"
 PROJECT = "field.cattle.io/projectId"
-
-
-@pytest.fixture
-def cluster() -> WritableCluster:
-    return make_cluster()
-
-
-@pytest.fixture
-def apiserver(cluster: WritableCluster, tls: Any) -> Iterator[WritableApiServer]:
-    server = start_server(cluster, tls)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def replicas(kubeconfig: Path) -> Iterator[Callable[..., Replica]]:
-    yield from replica_factory(kubeconfig)
 
 
 def pod(*images: str) -> dict[str, Any]:

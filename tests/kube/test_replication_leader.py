@@ -8,50 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
+from helpers import wait_for
 from kube_apiserver import ApiError
-from kube_apiserver_writes import LEASES, WritableApiServer, WritableCluster, Write
-from kube_support import wait_for
-from replication_support import (
-    FAST,
-    FAST_LEASE,
-    REL,
-    Replica,
-    add_source,
-    copy_state,
-    make_cluster,
-    replica_factory,
-    source_hash,
-    start_server,
-)
+from kube_apiserver_writes import LEASES, WritableCluster, Write
+from replication_support import FAST, FAST_LEASE, REL, Replica, add_source, copy_state, source_hash
 
 from webhook.leader import micro_time
+
+pytestmark = pytest.mark.writable_cluster
 
 ELECTED = dataclasses.replace(FAST, leader_election=True, timings=FAST_LEASE)
 LEASE = "pullsecret-injector"
 ACTIONS = "pullsecret_injector_replication_actions_total"
 MICRO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-
-
-@pytest.fixture
-def cluster() -> WritableCluster:
-    return make_cluster()
-
-
-@pytest.fixture
-def replicas(kubeconfig: Path) -> Iterator[Callable[..., Replica]]:
-    yield from replica_factory(kubeconfig)
-
-
-@pytest.fixture
-def apiserver(cluster: WritableCluster, tls: Any) -> Iterator[WritableApiServer]:
-    server = start_server(cluster, tls)
-    yield server
-    server.stop()
 
 
 def leaders(group: list[Replica]) -> list[Replica]:
