@@ -32,7 +32,7 @@ from webhook.logs import configure as configure_logging
 from webhook.manifests import ManifestError, fill_store, load_objects
 from webhook.metrics import Metrics
 from webhook.selectors import SelectorError
-from webhook.store import Store
+from webhook.store import Store, freeze_heap
 from webhook.tls import CertReloader, server_context
 
 log = logging.getLogger("webhook.cli")
@@ -227,6 +227,7 @@ def _start_state(settings: Settings, store: Store, metrics: Metrics) -> tuple[An
     """(watcher, replicator): both None with --objects; the replicator None when disabled."""
     if settings.objects:
         fill_store(store, load_objects(settings.objects))
+        freeze_heap()
         log.info(
             "cluster state loaded from manifests",
             extra={"secrets": store.secret_count(), "namespaces": len(store.namespaces())},
@@ -280,10 +281,14 @@ def _serve_one(settings: Settings, tls_files: tuple[Path, Path], listeners: _Lis
     return 0
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY only on sockets that say so, and
+    # without it every small response waits for a delayed ACK (about 40 ms).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(2048)
     sock.set_inheritable(True)
@@ -291,12 +296,15 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _serve_forked(settings: Settings, tls_files: tuple[Path, Path]) -> int:
-    """--workers N: N forked processes accept on one shared socket.
+    """--workers N: N forked processes, each accepting on its own SO_REUSEPORT socket.
 
-    Each worker keeps its own store (and its own watches, against a cluster). Only the
-    first serves the plain-HTTP port, so /metrics and /readyz describe that worker.
+    One listening socket per worker (all bound here, so a busy port fails before any
+    fork) lets the kernel spread connections evenly; with one shared socket the API
+    server's few keep-alive connections tend to land on one worker. Each worker keeps
+    its own store (and its own watches, against a cluster). Only the first serves the
+    plain-HTTP port, so /metrics and /readyz describe that worker.
     """
-    main = _bind(settings.host, settings.port)
+    mains = [_bind(settings.host, settings.port, reuse_port=True) for _ in range(settings.workers)]
     ops = _bind(settings.metrics_host, settings.metrics_port)
     children: list[int] = []
     for index in range(settings.workers):
@@ -304,7 +312,10 @@ def _serve_forked(settings: Settings, tls_files: tuple[Path, Path]) -> int:
         if pid == 0:  # pragma: no cover - runs in the child
             code = 1
             try:
-                code = _serve_one(settings, tls_files, _Listeners(main, ops, index == 0))
+                for other, sock in enumerate(mains):
+                    if other != index:
+                        sock.close()
+                code = _serve_one(settings, tls_files, _Listeners(mains[index], ops, index == 0))
             finally:
                 os._exit(code)
         children.append(pid)

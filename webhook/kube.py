@@ -53,6 +53,7 @@ from webhook.metrics import Metrics
 from webhook.store import (
     RegistrySecret,
     Store,
+    freeze_heap,
     registry_secret,
     secret_from_object,
     string_map,
@@ -515,6 +516,8 @@ class ClusterWatcher:
         stream.healthy = True
         if first and self._all_synced(stream):
             self._store.mark_synced(stream.resource)
+            if self._store.is_synced("secrets", "namespaces"):
+                freeze_heap()  # the first full picture: keep it out of the collector's walks
         else:
             self._touch(stream)
         log.info(

@@ -10,6 +10,7 @@ never mutated, so a reader always sees one consistent snapshot of a namespace.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -75,6 +76,18 @@ def registry_secret(
 
 def is_registry_type(secret_type: Any) -> bool:
     return secret_type in REGISTRY_SECRET_TYPES
+
+
+def freeze_heap() -> None:
+    """After the first full load: move what is alive now out of the collector's reach.
+
+    The store of a large cluster is hundreds of thousands of long-lived objects; without
+    this every full collection walks them all, which costs the admission path (measured in
+    bench/: 433 -> 357 µs CPU per request at 50,000 secrets). Objects replaced later are
+    still freed by reference counting.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class ChangeKind(StrEnum):

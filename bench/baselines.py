@@ -1,0 +1,151 @@
+"""The two baselines the webhook is measured against, served exactly as the webhook is.
+
+(a) ``raw``: the server's limit. A bare ASGI app that drains the request body and answers a
+    fixed AdmissionReview response, byte for byte what the webhook answers for the
+    captured pod (so the response is valid and of the same size), without parsing.
+(b) ``floor``: the framework's floor. A FastAPI route that reads the body, parses it with
+    orjson (the fastest JSON library installed) and answers allowed with the request's
+    uid and a fixed patch (the webhook's patch for the captured pod).
+
+``python -m bench.baselines raw|floor ...`` serves one of them with the webhook's own
+TLS context (webhook.tls.server_context), uvicorn configuration (webhook.cli) and
+worker model (N forked processes accepting on one shared socket).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+from fastapi import FastAPI, Request, Response
+
+from bench.workload import ROOT, medium_body, write_cluster
+from webhook.admission import handle, parse_review
+from webhook.cli import _bind, _uvicorn_config
+from webhook.injection import Policy, decide
+from webhook.manifests import fill_store, load_objects
+from webhook.store import Store
+from webhook.tls import server_context
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def webhook_answer(cluster: Path | None = None) -> dict[str, Any]:
+    """The webhook's own AdmissionReview response to the captured pod's shape."""
+    store = Store()
+    if cluster is None:
+        import tempfile  # noqa: PLC0415
+
+        with tempfile.TemporaryDirectory() as tmp:
+            fill_store(store, load_objects([write_cluster(Path(tmp) / "c.yaml", 1)]))
+    else:
+        fill_store(store, load_objects([cluster]))
+    policy = Policy.build(None)
+    req = parse_review(orjson.loads(medium_body()))
+    answer = handle(req, lambda pod, ns: decide(pod, ns, store.secrets_in(ns), policy))
+    assert answer.review["response"].get("patch"), "the captured pod must get a patch"
+    return answer.review
+
+
+def raw_app(response: bytes) -> ASGIApp:
+    """(a) Drain the body, answer `response`: no routing, no parsing, no framework."""
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(response)).encode()),
+    ]
+    start = {"type": "http.response.start", "status": 200, "headers": headers}
+    body = {"type": "http.response.body", "body": response}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        while True:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        await send(start)
+        await send(body)
+
+    return app
+
+
+def floor_app(patch: str) -> FastAPI:
+    """(b) A FastAPI route: read, orjson-parse, answer allowed with the uid and `patch`."""
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.post("/mutate")
+    async def mutate(request: Request) -> Response:
+        doc = orjson.loads(await request.body())
+        review = {
+            "apiVersion": doc["apiVersion"],
+            "kind": "AdmissionReview",
+            "response": {
+                "uid": doc["request"]["uid"],
+                "allowed": True,
+                "patchType": "JSONPatch",
+                "patch": patch,
+            },
+        }
+        return Response(orjson.dumps(review), media_type="application/json")
+
+    return app
+
+
+def build(kind: str) -> Any:
+    answer = webhook_answer()
+    if kind == "raw":
+        return raw_app(orjson.dumps(answer))
+    if kind == "floor":
+        return floor_app(answer["response"]["patch"])
+    raise ValueError(f"unknown baseline {kind!r}")
+
+
+def _serve(app: Any, args: argparse.Namespace, sock: Any) -> None:
+    config = _uvicorn_config(app, args.host, args.port)
+    config.load()
+    config.ssl = server_context(args.cert_file, args.key_file)
+    asyncio.run(uvicorn.Server(config).serve([sock] if sock is not None else None))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.baselines")
+    p.add_argument("kind", choices=["raw", "floor"])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--cert-file", type=Path, required=True)
+    p.add_argument("--key-file", type=Path, required=True)
+    p.add_argument("--workers", type=int, default=1)
+    args = p.parse_args(argv)
+    os.chdir(ROOT)
+    app = build(args.kind)
+    if args.workers == 1:  # as `serve`: one process, uvicorn binds the socket itself
+        _serve(app, args, None)
+        return 0
+    sock = _bind(args.host, args.port)  # as `serve --workers N`: forks on one socket
+    children = []
+    for _ in range(args.workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            try:
+                _serve(app, args, sock)
+            finally:
+                os._exit(0)
+        children.append(pid)
+    for child in children:
+        os.waitpid(child, 0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
