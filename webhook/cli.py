@@ -29,7 +29,7 @@ from webhook.app import create_app, create_ops_app
 from webhook.config import Settings
 from webhook.injection import Decision, Policy, decide
 from webhook.logs import configure as configure_logging
-from webhook.manifests import ManifestError, fill_store, load_objects
+from webhook.manifests import ManifestError, fill_store, iter_objects, load_objects
 from webhook.metrics import Metrics
 from webhook.selectors import SelectorError
 from webhook.store import Store, freeze_heap
@@ -226,7 +226,7 @@ async def _run_servers(
 def _start_state(settings: Settings, store: Store, metrics: Metrics) -> tuple[Any, Any]:
     """(watcher, replicator): both None with --objects; the replicator None when disabled."""
     if settings.objects:
-        fill_store(store, load_objects(settings.objects))
+        fill_store(store, iter_objects(settings.objects))
         freeze_heap()
         log.info(
             "cluster state loaded from manifests",

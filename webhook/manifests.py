@@ -47,28 +47,39 @@ def _flatten(doc: Any, source: Path) -> Iterator[dict[str, Any]]:
         yield doc
 
 
-def parse_documents(text: str, source: Path) -> list[dict[str, Any]]:
-    """Every object in one file's text."""
+def _documents(text: str, source: Path) -> Iterator[Any]:
     try:
         if source.suffix == ".json":
-            docs: Iterable[Any] = [json.loads(text)]
+            yield json.loads(text)
         else:
-            docs = list(yaml.load_all(text, Loader=_Loader))
+            yield from yaml.load_all(text, Loader=_Loader)
     except (ValueError, yaml.YAMLError) as exc:
         raise ManifestError(f"{source}: not valid YAML/JSON: {exc}") from exc
-    return [obj for doc in docs for obj in _flatten(doc, source)]
 
 
-def load_objects(paths: Sequence[Path]) -> list[dict[str, Any]]:
-    """All objects of the given files and folders, in order."""
-    out: list[dict[str, Any]] = []
+def parse_documents(text: str, source: Path) -> list[dict[str, Any]]:
+    """Every object in one file's text."""
+    return [obj for doc in _documents(text, source) for obj in _flatten(doc, source)]
+
+
+def iter_objects(paths: Sequence[Path]) -> Iterator[dict[str, Any]]:
+    """All objects of the given files and folders, in order, one at a time.
+
+    Streaming keeps a large cluster state from being held twice (parsed objects and the
+    store) while it loads.
+    """
     for file in _files(paths):
         try:
             text = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise ManifestError(f"{file}: cannot read: {exc}") from exc
-        out.extend(parse_documents(text, file))
-    return out
+        for doc in _documents(text, file):
+            yield from _flatten(doc, file)
+
+
+def load_objects(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """All objects of the given files and folders, in order."""
+    return list(iter_objects(paths))
 
 
 def fill_store(store: Store, objects: Iterable[Mapping[str, Any]]) -> None:
