@@ -594,7 +594,7 @@ class Replicator:
                     "why": str(exc),
                 },
             )
-        except ApiException as exc:
+        except Exception as exc:  # an API error or any other: counted, retried next pass
             run.failed.add(action.namespace)
             log.warning(
                 "copy write failed",
@@ -602,19 +602,7 @@ class Replicator:
                     "namespace": action.namespace,
                     "secret": action.name,
                     "action": action.kind.value,
-                    "status": exc.status,
-                    "reason": exc.reason,
-                },
-            )
-        except Exception as exc:
-            run.failed.add(action.namespace)
-            log.warning(
-                "copy write failed",
-                extra={
-                    "namespace": action.namespace,
-                    "secret": action.name,
-                    "action": action.kind.value,
-                    "error": type(exc).__name__,
+                    "error": _describe(exc),  # status and reason, never a response body
                 },
             )
         if result != "stopped":
