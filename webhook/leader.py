@@ -306,16 +306,8 @@ class LeaderElector:
             "leaseTransitions": record.transitions if mine else record.transitions + 1,
         }
         body = {**lease, "spec": {**(lease.get("spec") or {}), **spec}}
-        try:
-            updated = self._api.request(
-                "PUT", f"{self._path}/{self.name}", body=body, timeout=self._timeout()
-            )
-        except ApiException as exc:
-            if exc.status != 409:
-                log.info("updating the lease failed", extra={"status": exc.status})
-            return False
-        except Exception as exc:
-            log.info("updating the lease failed", extra={"error": type(exc).__name__})
+        updated = self._send("PUT", f"{self._path}/{self.name}", body, "updating")
+        if updated is None:
             return False
         self._remember(updated)
         if not mine:
@@ -338,17 +330,28 @@ class LeaderElector:
                 "leaseTransitions": 0,
             },
         }
-        try:
-            created = self._api.request("POST", self._path, body=body, timeout=self._timeout())
-        except ApiException as exc:
-            if exc.status != 409:
-                log.info("creating the lease failed", extra={"status": exc.status})
-            return False
-        except Exception as exc:
-            log.info("creating the lease failed", extra={"error": type(exc).__name__})
+        created = self._send("POST", self._path, body, "creating")
+        if created is None:
             return False
         self._remember(created)
         return True
+
+    def _send(
+        self, method: str, path: str, body: Mapping[str, Any], doing: str
+    ) -> Mapping[str, Any] | None:
+        """One Lease write; None when it failed (a 409, another holder won, is not logged)."""
+        try:
+            result: Mapping[str, Any] = self._api.request(
+                method, path, body=body, timeout=self._timeout()
+            )
+        except ApiException as exc:
+            if exc.status != 409:
+                log.info(f"{doing} the lease failed", extra={"status": exc.status})
+            return None
+        except Exception as exc:
+            log.info(f"{doing} the lease failed", extra={"error": type(exc).__name__})
+            return None
+        return result
 
     def _remember(self, lease: Mapping[str, Any]) -> None:
         self._observed = _Record.of(lease)
