@@ -87,6 +87,8 @@ def test_dry_run_names_the_copy_and_writes_nothing(cluster, apiserver, replicas)
     add_source(cluster, selector="")
     cluster.create_namespace("ns1")
     replica = follower(cluster, replicas)
+    # the namespaces stream may sync before the secrets stream that carries the source
+    wait_for(lambda: replica.store.is_synced("secrets", "namespaces"), "synced")
     wait_for(lambda: replica.store.namespace_labels("ns1") is not None, "namespace seen")
     before = len(apiserver.writes)
     created, injected = admit(replica, "ns1", pod("registry.example.com/app"), dry_run=True)
