@@ -39,11 +39,11 @@ from bench.workload import (
     medium_body,
     write_cluster,
 )
-from webhook import certs as certs_mod
-from webhook.admission import handle, parse_review
-from webhook.injection import Policy, decide
-from webhook.manifests import fill_store, load_objects
-from webhook.store import Store
+from webhook.cluster.manifests import fill_store, load_objects
+from webhook.cluster.store import Store
+from webhook.core.admission import handle, parse_review
+from webhook.core.injection import Policy, decide
+from webhook.serve import certs as certs_mod
 
 SMALL = SMALL_NAMESPACES * SECRETS_PER_NAMESPACE
 LARGE = LARGE_NAMESPACES * SECRETS_PER_NAMESPACE

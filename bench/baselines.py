@@ -27,12 +27,12 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 
 from bench.workload import ROOT, medium_body, write_cluster
-from webhook.admission import handle, parse_review
 from webhook.cli import _bind, _uvicorn_config
-from webhook.injection import Policy, decide
-from webhook.manifests import fill_store, load_objects
-from webhook.store import Store
-from webhook.tls import server_context
+from webhook.cluster.manifests import fill_store, load_objects
+from webhook.cluster.store import Store
+from webhook.core.admission import handle, parse_review
+from webhook.core.injection import Policy, decide
+from webhook.serve.tls import server_context
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

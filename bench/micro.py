@@ -25,10 +25,10 @@ from typing import Any
 import orjson
 
 from bench.workload import SHAPES, namespace_name, review, write_cluster
-from webhook.admission import handle, parse_review
-from webhook.injection import Decider, Policy, decide
-from webhook.manifests import fill_store, load_objects
-from webhook.store import Store
+from webhook.cluster.manifests import fill_store, load_objects
+from webhook.cluster.store import Store
+from webhook.core.admission import handle, parse_review
+from webhook.core.injection import Decider, Policy, decide
 
 
 def per_call_us(fn: Callable[[], Any], budget: float = 0.25) -> float:

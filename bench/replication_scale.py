@@ -63,11 +63,11 @@ def controller(kubeconfig: str, qps: float, workers: int) -> None:
         import tracemalloc  # noqa: PLC0415
 
         tracemalloc.start(5)
+    from webhook.cluster.reflector import ClusterWatcher, load_api_client  # noqa: PLC0415
+    from webhook.cluster.store import Store  # noqa: PLC0415
     from webhook.config import Settings  # noqa: PLC0415
-    from webhook.kube import ClusterWatcher, load_api_client  # noqa: PLC0415
     from webhook.metrics import Metrics  # noqa: PLC0415
-    from webhook.replicator import ReplicationOptions, Replicator  # noqa: PLC0415
-    from webhook.store import Store  # noqa: PLC0415
+    from webhook.replication.controller import ReplicationOptions, Replicator  # noqa: PLC0415
 
     imported = _rss_mib()[0]
     api = load_api_client(Path(kubeconfig), None)
@@ -139,7 +139,7 @@ def controller(kubeconfig: str, qps: float, workers: int) -> None:
 
 
 def _hash_of(cluster: Any, namespace: str, name: str) -> str:
-    from webhook.replication import data_hash  # noqa: PLC0415
+    from webhook.core.planner import data_hash  # noqa: PLC0415
 
     obj = cluster.secret(namespace, name)
     return str(data_hash(obj["type"], obj.get("data")))
@@ -148,7 +148,7 @@ def _hash_of(cluster: Any, namespace: str, name: str) -> str:
 def _seed(cluster: Any, namespaces: int, sources: int) -> list[str]:
     from kube_support import auths  # noqa: PLC0415
 
-    from webhook.replication import (  # noqa: PLC0415
+    from webhook.core.planner import (  # noqa: PLC0415
         HASH_ANNOTATION,
         SELECTOR_ANNOTATION,
         SOURCE_ANNOTATION,
@@ -189,7 +189,7 @@ def _wait_rotated(
     cluster: Any, since_rv: int, names: set[str], digest: dict[str, str], expected: int
 ) -> float:
     """Seconds until `expected` copies of `names` were modified to their new hash."""
-    from webhook.replication import HASH_ANNOTATION  # noqa: PLC0415
+    from webhook.core.planner import HASH_ANNOTATION  # noqa: PLC0415
 
     started = time.monotonic()
     done: set[tuple[str, str]] = set()
@@ -236,7 +236,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from kube_apiserver import kubeconfig_text  # noqa: PLC0415
     from kube_apiserver_writes import WritableApiServer, WritableCluster  # noqa: PLC0415
 
-    from webhook import certs  # noqa: PLC0415
+    from webhook.serve import certs  # noqa: PLC0415
 
     tmp = Path(tempfile.mkdtemp(prefix="psi-replication-bench-"))
     paths = certs.write_bundle(certs.generate(["localhost"], ["127.0.0.1"]), tmp)

@@ -24,8 +24,8 @@ from typing import Any
 
 from bench.load import rss_mib
 from bench.workload import REGISTRY_SECRETS, ROOT, namespace_name
-from webhook.manifests import fill_store, load_objects
-from webhook.store import Store
+from webhook.cluster.manifests import fill_store, load_objects
+from webhook.cluster.store import Store
 
 
 def _rss() -> dict[str, float]:
@@ -67,7 +67,7 @@ def apiserver(namespaces: int, workdir: Path, max_seconds: float) -> None:
     )
 
     from bench.workload import _docker_config  # noqa: PLC0415
-    from webhook import certs  # noqa: PLC0415
+    from webhook.serve import certs  # noqa: PLC0415
 
     paths = certs.write_bundle(certs.generate(["localhost"], ["127.0.0.1"]), workdir / "certs")
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -94,7 +94,7 @@ def apiserver(namespaces: int, workdir: Path, max_seconds: float) -> None:
 
 
 def watch(kubeconfig: Path, expect: int, timeout: float) -> dict[str, Any]:
-    from webhook.kube import ClusterWatcher, load_api_client  # noqa: PLC0415
+    from webhook.cluster.reflector import ClusterWatcher, load_api_client  # noqa: PLC0415
     from webhook.metrics import Metrics  # noqa: PLC0415
 
     store = Store()

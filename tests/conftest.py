@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from helpers import EXAMPLES
 
-from webhook.manifests import fill_store, load_objects
-from webhook.store import Store
+from webhook.cluster.manifests import fill_store, load_objects
+from webhook.cluster.store import Store
 
 
 @pytest.fixture

@@ -24,16 +24,16 @@ import yaml
 from pydantic import ValidationError
 
 from webhook import __version__
-from webhook.admission import BadRequest, handle, parse_review
-from webhook.app import create_app, create_ops_app
+from webhook.cluster.manifests import ManifestError, fill_store, iter_objects, load_objects
+from webhook.cluster.store import Store, freeze_heap
 from webhook.config import Settings
-from webhook.injection import Decision, Policy, decide
-from webhook.logs import configure as configure_logging
-from webhook.manifests import ManifestError, fill_store, iter_objects, load_objects
+from webhook.core.admission import BadRequest, handle, parse_review
+from webhook.core.injection import Decision, Policy, decide
+from webhook.kubelet.labels import SelectorError
 from webhook.metrics import Metrics
-from webhook.selectors import SelectorError
-from webhook.store import Store, freeze_heap
-from webhook.tls import CertReloader, server_context
+from webhook.serve.app import create_app, create_ops_app
+from webhook.serve.logs import configure as configure_logging
+from webhook.serve.tls import CertReloader, server_context
 
 log = logging.getLogger("webhook.cli")
 
@@ -105,7 +105,7 @@ def _certificates(settings: Settings) -> Iterator[tuple[Path, Path]]:
     if settings.cert_file is not None and settings.key_file is not None:
         yield settings.cert_file, settings.key_file
         return
-    from webhook import certs  # noqa: PLC0415 - only --dev needs certificate generation
+    from webhook.serve import certs  # noqa: PLC0415 - only --dev needs certificate generation
 
     with tempfile.TemporaryDirectory(prefix="pullsecret-injector-") as tmp:
         bundle = certs.generate(["localhost"], ["127.0.0.1", "::1"])
@@ -235,7 +235,7 @@ def _start_state(settings: Settings, store: Store, metrics: Metrics) -> tuple[An
         return None, None
     from kubernetes.config.config_exception import ConfigException  # noqa: PLC0415
 
-    from webhook import kube  # noqa: PLC0415 - only a live cluster needs the client
+    from webhook.cluster import reflector as kube  # noqa: PLC0415 - only a live cluster needs the client
 
     try:
         api_client = kube.load_api_client(settings.kubeconfig, settings.context)
@@ -245,7 +245,7 @@ def _start_state(settings: Settings, store: Store, metrics: Metrics) -> tuple[An
     watcher.start()
     replicator = None
     if settings.replication_enabled:
-        from webhook.replicator import Replicator  # noqa: PLC0415
+        from webhook.replication.controller import Replicator  # noqa: PLC0415
 
         replicator = Replicator(api_client, store, metrics, settings)
         replicator.start()
@@ -456,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mutate.set_defaults(func=cmd_mutate)
 
-    from webhook import certs  # noqa: PLC0415 - cryptography loads only when asked for
+    from webhook.serve import certs  # noqa: PLC0415 - cryptography loads only when asked for
 
     certs_parser = sub.add_parser("certs", help="a CA and a serving certificate")
     certs.add_certs_arguments(certs_parser)

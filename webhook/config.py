@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from webhook.selectors import SelectorError, parse_selector
+from webhook.kubelet.labels import SelectorError, parse_selector
 
 # The API server never sends more than an AdmissionReview holding a pod twice (object and
 # oldObject). etcd caps an object at 1.5 MiB (--max-request-bytes); JSON re-encoding and

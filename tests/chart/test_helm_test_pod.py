@@ -24,7 +24,7 @@ import pytest
 import yaml
 from chartlib import FULLNAME, NAMESPACE, ROOT, Helm, find
 
-from webhook import certs
+from webhook.serve import certs
 
 # Resolve the in-cluster Service name to loopback, then run the pod's script unchanged.
 LOOPBACK_DNS = """

@@ -25,7 +25,7 @@ K8S_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
 
 @cache
 def _existing_ca_pem() -> str:
-    from webhook import certs  # noqa: PLC0415
+    from webhook.serve import certs  # noqa: PLC0415
 
     bundle = certs.generate(certs.service_dns_names(FULLNAME, NAMESPACE))
     return bundle.ca_cert_pem.decode()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from chartlib import CHART, FULLNAME, NAMESPACE, RELEASE, Helm
 
-from webhook import certs
+from webhook.serve import certs
 
 CA_PEM = certs.generate(certs.service_dns_names(FULLNAME, NAMESPACE)).ca_cert_pem.decode()
 

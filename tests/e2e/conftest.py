@@ -50,7 +50,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
     """The webhook running on this host, registered with the cluster; all cleaned up after."""
-    from webhook import certs  # noqa: PLC0415
+    from webhook.serve import certs  # noqa: PLC0415
 
     kubeconfig = os.environ["KUBECONFIG"]
     kubectl = Kubectl(kubeconfig)

@@ -12,7 +12,7 @@ import pytest
 from helpers import EXAMPLES
 from webhook_server import Server, start_server, stop_server
 
-from webhook import certs
+from webhook.serve import certs
 
 
 def peer_certificate(port: int, ca_file: Path) -> bytes:

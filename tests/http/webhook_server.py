@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from serve_process import ServeProcess, spawn
 
-from webhook import certs
+from webhook.serve import certs
 
 
 @dataclass

@@ -48,7 +48,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from webhook.selectors import SelectorError, parse_selector
+from webhook.kubelet.labels import SelectorError, parse_selector
 
 SECRETS = "secrets"
 NAMESPACES = "namespaces"

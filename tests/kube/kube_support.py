@@ -6,10 +6,10 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from webhook import certs
-from webhook.kube import ClusterWatcher, load_api_client
+from webhook.cluster.reflector import ClusterWatcher, load_api_client
+from webhook.cluster.store import Store
 from webhook.metrics import Metrics
-from webhook.store import Store
+from webhook.serve import certs
 
 
 def auths(*hosts: str, password: str = "pw") -> dict[str, dict[str, str]]:

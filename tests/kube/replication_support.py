@@ -10,11 +10,11 @@ from kube_apiserver import DOCKERCONFIGJSON
 from kube_apiserver_writes import WritableCluster
 from kube_support import auths
 
+from webhook.cluster.leader import LeaseTimings
+from webhook.cluster.reflector import ClusterWatcher, load_api_client
+from webhook.cluster.store import Store
 from webhook.config import Settings
-from webhook.kube import ClusterWatcher, load_api_client
-from webhook.leader import LeaseTimings
-from webhook.metrics import Metrics
-from webhook.replication import (
+from webhook.core.planner import (
     HASH_ANNOTATION,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
@@ -22,8 +22,8 @@ from webhook.replication import (
     SOURCE_ANNOTATION,
     data_hash,
 )
-from webhook.replicator import ReplicationOptions, Replicator
-from webhook.store import Store
+from webhook.metrics import Metrics
+from webhook.replication.controller import ReplicationOptions, Replicator
 
 REL = "psi-system"  # the release namespace: default source namespace, holds the Lease
 FAST = ReplicationOptions(

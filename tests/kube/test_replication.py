@@ -17,7 +17,7 @@ from kube_apiserver_writes import WritableCluster, Write
 from kube_support import auths
 from replication_support import REL, add_source, copies_of, copy_state, source_hash
 
-from webhook.replication import (
+from webhook.core.planner import (
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
     SELECTOR_ANNOTATION,

@@ -19,8 +19,8 @@ from kube_apiserver_writes import LEASES, WritableCluster, Write
 from kube_support import auths
 from replication_support import FAST, FAST_LEASE, REL, Replica, add_source, copy_state, source_hash
 
-from webhook.injection import Policy, decide
-from webhook.leader import micro_time
+from webhook.cluster.leader import micro_time
+from webhook.core.injection import Policy, decide
 
 pytestmark = pytest.mark.writable_cluster
 

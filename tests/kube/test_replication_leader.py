@@ -15,7 +15,7 @@ from kube_apiserver import ApiError
 from kube_apiserver_writes import LEASES, WritableCluster, Write
 from replication_support import FAST, FAST_LEASE, REL, Replica, add_source, copy_state, source_hash
 
-from webhook.leader import micro_time
+from webhook.cluster.leader import micro_time
 
 pytestmark = pytest.mark.writable_cluster
 

@@ -17,7 +17,7 @@ from kube_apiserver_writes import WritableApiServer, WritableCluster
 from replication_support import REL, add_source, copy_state, source_hash
 from serve_support import Serve, running_serve
 
-from webhook.app import create_app
+from webhook.serve.app import create_app
 
 pytestmark = [
     pytest.mark.writable_cluster,

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from helpers import REVIEWS, review
 
-from webhook.admission import (
+from webhook.cluster.store import Store
+from webhook.core.admission import (
     BadRequest,
     Outcome,
     allowed,
@@ -17,8 +18,7 @@ from webhook.admission import (
     parse_review,
     patched,
 )
-from webhook.injection import Decision, Policy, decide
-from webhook.store import Store
+from webhook.core.injection import Decision, Policy, decide
 
 CAPTURED = sorted(p.name for p in REVIEWS.glob("v1*.json"))
 

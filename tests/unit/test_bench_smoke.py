@@ -14,12 +14,12 @@ import orjson
 import pytest
 
 from bench import baselines, workload
-from webhook.admission import parse_review
-from webhook.app import create_app
+from webhook.cluster.manifests import fill_store, load_objects
+from webhook.cluster.store import Store
 from webhook.config import Settings
-from webhook.manifests import fill_store, load_objects
+from webhook.core.admission import parse_review
 from webhook.metrics import Metrics
-from webhook.store import Store
+from webhook.serve.app import create_app
 
 HEADERS = {"Content-Type": "application/json"}
 

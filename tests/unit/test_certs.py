@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from webhook import certs
+from webhook.serve import certs
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 

@@ -1,4 +1,4 @@
-"""webhook.credentials: the kubelet's keyring (pkg/credentialprovider) to the letter.
+"""webhook.kubelet keyring, dockerconfig and _go: the kubelet's keyring, to the letter.
 
 The first sections port kubernetes' own tests (keyring_test.go, config_test.go,
 secrets/secrets_test.go) as tables; the rest pin down Go semantics the port depends on
@@ -16,18 +16,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from webhook import credentials
-from webhook.credentials import (
+from webhook.kubelet import _go, dockerconfig
+from webhook.kubelet.dockerconfig import (
     REGISTRY_SECRET_TYPES,
     SECRET_TYPE_DOCKERCFG,
     SECRET_TYPE_DOCKERCONFIGJSON,
-    KeyringMatch,
     ParsedDockerConfig,
+    parse_docker_config,
+)
+from webhook.kubelet.keyring import (
+    KeyringMatch,
     RegistryKey,
     is_default_registry_match,
     key_matches,
     keyring_lookup,
-    parse_docker_config,
 )
 
 # --- helpers ----------------------------------------------------------------------------
@@ -632,7 +634,7 @@ def test_lookup_tolerates_malformed_keyrings() -> None:
     ],
 )
 def test_go_filepath_match(pattern: str, name: str, expected: bool) -> None:
-    assert credentials._go_match(pattern.encode(), name.encode()) is expected
+    assert _go.filepath_match(pattern.encode(), name.encode()) is expected
 
 
 # --- Go encoding/json -----------------------------------------------------------------------
@@ -971,7 +973,7 @@ def test_parse_never_raises(secret_type: Any, config: Any, encoding: str, noise:
     if parsed.error is not None:
         assert parsed.keys == ()
         assert not parsed.ignored
-        assert not parsed.error.startswith(credentials._INTERNAL_ERROR)
+        assert not parsed.error.startswith(dockerconfig._INTERNAL_ERROR)
     if parsed.ignored:
         assert parsed.keys == ()
         assert parsed.error is None
@@ -990,7 +992,7 @@ def test_parse_never_raises_on_arbitrary_bytes(blob: bytes, string: str) -> None
             ({".dockerconfigjson": string, ".dockercfg": string}, None),
         ]:
             parsed = parse_docker_config(secret_type, data, string_data)
-            assert parsed.error is None or not parsed.error.startswith(credentials._INTERNAL_ERROR)
+            assert parsed.error is None or not parsed.error.startswith(dockerconfig._INTERNAL_ERROR)
 
 
 def test_parse_handles_huge_input() -> None:
@@ -1047,7 +1049,7 @@ def test_a_secret_for_host_h_does_not_serve_another_port(host: str, path: str) -
 
 
 def _normalise(value: object) -> object:
-    if isinstance(value, credentials._Object):
+    if isinstance(value, _go.JSONObject):
         return ("object", [(k, _normalise(v)) for k, v in value.pairs])
     if isinstance(value, list):
         return [_normalise(v) for v in value]
@@ -1058,19 +1060,19 @@ def _normalise(value: object) -> object:
 @given(value=json_values, indent=st.sampled_from([None, 1]))
 def test_iterative_json_parser_agrees_with_json_module(value: Any, indent: int | None) -> None:
     text = json.dumps(value, indent=indent, ensure_ascii=False)
-    expected = _normalise(credentials._DECODER.decode(text))
-    assert _normalise(credentials._parse_json_iterative(text)) == expected
+    expected = _normalise(_go.DECODER.decode(text))
+    assert _normalise(_go.parse_json_iterative(text)) == expected
 
 
 @settings(max_examples=300)
 @given(text=st.text(alphabet='{}[]":,0123456789.eE-+ntrufalsxy\\ \n', max_size=30))
 def test_iterative_json_parser_rejects_what_json_module_rejects(text: str) -> None:
     try:
-        expected: object = _normalise(credentials._DECODER.decode(text))
+        expected: object = _normalise(_go.DECODER.decode(text))
     except ValueError:
         expected = "error"
     try:
-        actual: object = _normalise(credentials._parse_json_iterative(text))
+        actual: object = _normalise(_go.parse_json_iterative(text))
     except ValueError:
         actual = "error"
     assert actual == expected

@@ -9,8 +9,8 @@ import pytest
 from helpers import registry_secret
 
 from bench import workload
-from webhook.injection import Decider, Policy, decide
-from webhook.store import Store
+from webhook.cluster.store import Store
+from webhook.core.injection import Decider, Policy, decide
 
 NS = "team-a"
 
@@ -33,7 +33,7 @@ def store() -> Store:
 
 
 def test_decides_every_bench_pod_as_decide_does_twice_over(tmp_path: Any) -> None:
-    from webhook.manifests import fill_store, load_objects  # noqa: PLC0415
+    from webhook.cluster.manifests import fill_store, load_objects  # noqa: PLC0415
 
     store = Store()
     fill_store(store, load_objects([workload.write_cluster(tmp_path / "c.yaml", 20)]))

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from webhook.images import (
+from webhook.kubelet.reference import (
     _ANCHORED_NAME_RE,
     _DOMAIN_AND_PORT_RE,
     _IDENTIFIER_RE,

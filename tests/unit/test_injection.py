@@ -9,8 +9,8 @@ import jsonpatch
 import pytest
 from helpers import registry_secret, secret_object
 
-from webhook.injection import Policy, decide
-from webhook.store import RegistrySecret, secret_from_object
+from webhook.core.injection import Policy, decide
+from webhook.core.model import RegistrySecret, secret_from_object
 
 NS = "team-a"
 

@@ -11,7 +11,8 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from webhook.replication import (
+from webhook.core.model import RegistrySecret, secret_from_object
+from webhook.core.planner import (
     HASH_ANNOTATION,
     MANAGED_BY_LABEL,
     MANAGED_BY_VALUE,
@@ -30,7 +31,6 @@ from webhook.replication import (
     is_our_object,
     plan,
 )
-from webhook.store import RegistrySecret, secret_from_object
 
 REL = "psi-system"  # the release namespace, default source namespace
 CONFIG = Config.build(REL)
@@ -503,7 +503,7 @@ class _FakeClock:
 
 
 def test_token_bucket_allows_a_burst_then_qps() -> None:
-    from webhook.replicator import TokenBucket  # noqa: PLC0415
+    from webhook.replication.controller import TokenBucket  # noqa: PLC0415
 
     clock = _FakeClock()
     bucket = TokenBucket(qps=10, burst=5, clock=clock.monotonic)
@@ -520,7 +520,7 @@ def test_token_bucket_allows_a_burst_then_qps() -> None:
 def test_token_bucket_gives_up_when_stopped() -> None:
     import threading  # noqa: PLC0415
 
-    from webhook.replicator import TokenBucket  # noqa: PLC0415
+    from webhook.replication.controller import TokenBucket  # noqa: PLC0415
 
     bucket = TokenBucket(qps=0.001, burst=1)
     stop = threading.Event()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.selectors import SelectorError, parse_selector
+from webhook.kubelet.labels import SelectorError, parse_selector
 
 LABELS = {"field.cattle.io/projectId": "p-abc12", "team": "payments", "tier": "3"}
 
@@ -44,3 +44,37 @@ def test_invalid_selectors_raise_with_a_reason(text: str) -> None:
 def test_empty_selects_everything() -> None:
     assert parse_selector("").everything
     assert parse_selector("").matches({})
+
+
+# apimachinery validation.IsQualifiedName: the prefix is a DNS-1123 subdomain (at most 253
+# characters), the name at most 63.
+PREFIX_253 = ".".join(["a" * 63] * 4)[:253]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        PREFIX_253 + "/name",
+        PREFIX_253 + "/" + "n" * 63,
+        "example.com/" + "n" * 63,
+        "n" * 63,
+    ],
+)
+def test_label_keys_at_the_limits_are_accepted(key: str) -> None:
+    assert parse_selector(f"{key}=v").matches({key: "v"})
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        PREFIX_253 + "a/name",  # prefix of 254 characters, short name: rejected upstream
+        "a" * 300 + "/x",
+        "example.com/" + "n" * 64,
+        "/name",
+        "Example.com/name",
+    ],
+)
+def test_label_keys_over_the_limits_are_rejected(key: str) -> None:
+    assert len(PREFIX_253) == 253
+    with pytest.raises(SelectorError):
+        parse_selector(f"{key}=v")

@@ -7,7 +7,7 @@ import logging
 import pytest
 from helpers import registry_secret
 
-from webhook.store import Change, ChangeKind, Store
+from webhook.cluster.store import Change, ChangeKind, Store
 
 
 def test_every_kind_of_write_is_reported_to_listeners() -> None:

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from webhook.store import Store, secret_from_object
+from webhook.cluster.store import Store
+from webhook.core.model import secret_from_object
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -41,11 +41,11 @@ from typing import Any, ClassVar
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
 
+from webhook.cluster.leader import LeaderElector, LeaseTimings, RawApi, default_identity, micro_time
+from webhook.cluster.store import Change, ChangeKind, Store
 from webhook.config import Settings
-from webhook.credentials import REGISTRY_SECRET_TYPES
-from webhook.leader import LeaderElector, LeaseTimings, RawApi, default_identity, micro_time
-from webhook.metrics import Metrics
-from webhook.replication import (
+from webhook.core.model import RegistrySecret, secret_from_object
+from webhook.core.planner import (
     SOURCE_ANNOTATION,
     Action,
     ActionKind,
@@ -63,7 +63,8 @@ from webhook.replication import (
     is_our_object,
     plan,
 )
-from webhook.store import Change, ChangeKind, RegistrySecret, Store, secret_from_object
+from webhook.kubelet.dockerconfig import REGISTRY_SECRET_TYPES
+from webhook.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

@@ -45,9 +45,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
-from webhook.credentials import RegistryKey
-from webhook.selectors import Selector, SelectorError, parse_selector
-from webhook.store import RegistrySecret
+from webhook.core.model import RegistrySecret
+from webhook.kubelet.keyring import RegistryKey
+from webhook.kubelet.labels import Selector, SelectorError, parse_selector
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "pullsecret-injector"

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from webhook.injection import Decision
+from webhook.core.injection import Decision
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 MAX_WARNING_CHARS = 256  # the API server may truncate longer warnings

@@ -15,80 +15,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from functools import lru_cache
 from types import MappingProxyType
-from typing import Any
 
-from webhook.credentials import (
-    REGISTRY_SECRET_TYPES,
-    ParsedDockerConfig,
-    RegistryKey,
-    parse_docker_config,
-)
+from webhook.core.model import RegistrySecret
 
 log = logging.getLogger(__name__)
 
-OUR_ANNOTATION_PREFIX = "pullsecret-injector.io/"
-
 _EMPTY: Mapping[str, RegistrySecret] = MappingProxyType({})
-
-
-@dataclass(frozen=True, slots=True)
-class RegistrySecret:
-    """What the webhook knows of one registry secret: never its credentials."""
-
-    namespace: str
-    name: str
-    type: str
-    keys: tuple[RegistryKey, ...]
-    error: str | None = None  # the kubelet could not parse it: never inject
-    labels: Mapping[str, str] = field(default_factory=dict)
-    annotations: Mapping[str, str] = field(default_factory=dict)  # ours only
-
-    @property
-    def usable(self) -> bool:
-        return self.error is None and bool(self.keys)
-
-
-def registry_secret(
-    namespace: str,
-    name: str,
-    secret_type: str,
-    parsed: ParsedDockerConfig,
-    *,
-    labels: Mapping[str, str] | None = None,
-    annotations: Mapping[str, str] | None = None,
-) -> RegistrySecret:
-    """Build a RegistrySecret keeping only the metadata the webhook needs."""
-    ours = {k: v for k, v in (annotations or {}).items() if k.startswith(OUR_ANNOTATION_PREFIX)}
-    return RegistrySecret(
-        namespace=namespace,
-        name=name,
-        type=secret_type,
-        keys=_shared_keys(parsed.keys),
-        error=parsed.error,
-        labels=_shared_map(frozenset((labels or {}).items())),
-        annotations=_shared_map(frozenset(ours.items())),
-    )
-
-
-# A large cluster holds many secrets with equal keys and labels (a registry copied into
-# every namespace of a project): equal values share one immutable object, which keeps
-# the store of 50,000 secrets several times smaller. Bounded; immutable values only.
-@lru_cache(maxsize=16384)
-def _shared_keys(keys: tuple[RegistryKey, ...]) -> tuple[RegistryKey, ...]:
-    return keys
-
-
-@lru_cache(maxsize=16384)
-def _shared_map(items: frozenset[tuple[str, str]]) -> Mapping[str, str]:
-    return MappingProxyType(dict(items))
-
-
-def is_registry_type(secret_type: Any) -> bool:
-    return secret_type in REGISTRY_SECRET_TYPES
 
 
 def freeze_heap() -> None:
@@ -247,46 +182,3 @@ class Store:
         with self._lock:
             self._namespaces = dict(frozen)
         self._notify(ChangeKind.NAMESPACES_RELISTED)
-
-
-def string_map(value: Any) -> dict[str, str]:
-    """The str-valued entries of a mapping (labels, annotations); {} for anything else."""
-    if not isinstance(value, Mapping):
-        return {}
-    return {str(k): v for k, v in value.items() if isinstance(v, str)}
-
-
-ParseConfig = Callable[
-    [str, Mapping[str, str] | None, Mapping[str, str] | None], ParsedDockerConfig
-]
-
-
-def secret_from_object(
-    obj: Mapping[str, Any], parse: ParseConfig = parse_docker_config
-) -> RegistrySecret | None:
-    """A Secret object (API JSON or manifest) -> RegistrySecret; None if not a registry type.
-
-    Only the metadata the webhook needs survives: the data is parsed (by `parse`, which a
-    caller may memoise) for its registry keys and dropped (kubectl's
-    last-applied-configuration annotation, which repeats the whole secret, is never kept).
-    """
-    secret_type = obj.get("type")
-    if not is_registry_type(secret_type):
-        return None
-    meta = obj.get("metadata")
-    meta = meta if isinstance(meta, Mapping) else {}
-    data = obj.get("data")
-    string_data = obj.get("stringData")
-    parsed = parse(
-        str(secret_type),
-        data if isinstance(data, Mapping) else None,
-        string_data if isinstance(string_data, Mapping) else None,
-    )
-    return registry_secret(
-        str(meta.get("namespace") or ""),
-        str(meta.get("name") or ""),
-        str(secret_type),
-        parsed,
-        labels=string_map(meta.get("labels")),
-        annotations=string_map(meta.get("annotations")),
-    )

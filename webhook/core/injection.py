@@ -16,10 +16,10 @@ from typing import Any
 import jsonpatch
 import orjson
 
-from webhook.credentials import RegistryKey, keyring_lookup
-from webhook.images import ImageRef, InvalidImage, parse_image
-from webhook.selectors import Selector, parse_selector
-from webhook.store import RegistrySecret
+from webhook.core.model import RegistrySecret
+from webhook.kubelet.keyring import RegistryKey, keyring_lookup
+from webhook.kubelet.labels import Selector, parse_selector
+from webhook.kubelet.reference import ImageRef, InvalidImage, parse_image
 
 OPT_OUT_ANNOTATION = "pullsecret-injector.io/inject"
 CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")

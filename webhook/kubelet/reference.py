@@ -1,7 +1,6 @@
 """Parse and normalise container image references as the container runtime does.
 
 Pure: no I/O. Follows github.com/distribution/reference (ParseNormalizedNamed).
-OWNER: helper "images" is writing this module; the public API below is fixed.
 
 This is a port of ``ParseNormalizedNamed`` from github.com/distribution/reference
 v0.6.0 (``regexp.go``, ``normalize.go``, ``reference.go``) together with the digest

@@ -16,13 +16,21 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from webhook.admission import Answer, BadRequest, Outcome, bad_request_body, handle, parse_review
+from webhook.cluster.store import Store
 from webhook.config import Settings
-from webhook.injection import Decider, Decision, Policy
+from webhook.core.admission import (
+    Answer,
+    BadRequest,
+    Outcome,
+    bad_request_body,
+    handle,
+    parse_review,
+)
+from webhook.core.injection import Decider, Decision, Policy
+from webhook.core.model import RegistrySecret
 from webhook.metrics import Metrics
-from webhook.store import RegistrySecret, Store
 
-log = logging.getLogger("webhook.admission")
+log = logging.getLogger(__name__)
 
 LiveRead = Callable[[str], bool]
 # ensure_copies bounds itself (ReplicationOptions.admission_timeout, 1 s); this only guards.

@@ -16,7 +16,7 @@ client-go's reflector:
    connection into an error instead of a frozen picture.
 
 The store never receives a credential: each Secret is reduced (``store.registry_secret``
-and ``credentials.parse_docker_config``) to namespace, name, type, labels, our annotations
+and ``dockerconfig.parse_docker_config``) to namespace, name, type, labels, our annotations
 and the registry keys; the raw object (data, kubectl's last-applied-configuration annotation) is
 dropped as soon as it is parsed, and no log line carries any of it.
 
@@ -47,17 +47,14 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from webhook import credentials
-from webhook.credentials import REGISTRY_SECRET_TYPES, ParsedDockerConfig
-from webhook.metrics import Metrics
-from webhook.store import (
-    RegistrySecret,
-    Store,
-    freeze_heap,
-    registry_secret,
-    secret_from_object,
-    string_map,
+from webhook.cluster.store import Store, freeze_heap
+from webhook.core.model import RegistrySecret, registry_secret, secret_from_object, string_map
+from webhook.kubelet.dockerconfig import (
+    REGISTRY_SECRET_TYPES,
+    ParsedDockerConfig,
+    parse_docker_config,
 )
+from webhook.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +206,7 @@ class _ParseCache:
         string_data: Mapping[str, str] | None = None,
     ) -> ParsedDockerConfig:
         if string_data or not data or not all(isinstance(v, str) for v in data.values()):
-            return credentials.parse_docker_config(secret_type, data, string_data)
+            return parse_docker_config(secret_type, data, string_data)
         mac = hashlib.blake2b(key=self._mac_key, digest_size=16)
         mac.update(secret_type.encode())
         for name in sorted(data):
@@ -217,7 +214,7 @@ class _ParseCache:
         digest = mac.digest()
         parsed = self._entries.get(digest)
         if parsed is None:
-            parsed = credentials.parse_docker_config(secret_type, data, None)
+            parsed = parse_docker_config(secret_type, data, None)
             if len(self._entries) >= self._size:
                 self._entries.clear()
             self._entries[digest] = parsed

@@ -62,7 +62,10 @@ class Selector:
 
 
 def _check_key(key: str) -> str:
-    if len(key) > 253 + 1 + 63 or not _KEY_RE.match(key):
+    """apimachinery IsQualifiedName: [prefix/]name, the prefix a DNS-1123 subdomain of at
+    most 253 characters, the name at most 63 (the regular expression bounds the name)."""
+    prefix, _, _ = key.rpartition("/")
+    if len(prefix) > 253 or not _KEY_RE.match(key):
         raise SelectorError(f"invalid label key {key!r}")
     return key
 
