@@ -8,7 +8,7 @@
     uid and a fixed patch (the webhook's patch for the captured pod).
 
 ``python -m bench.baselines raw|floor ...`` serves one of them with the webhook's own
-TLS context (webhook.tls.server_context), uvicorn configuration (webhook.cli) and
+TLS context (webhook.tls.server_context), uvicorn configuration (webhook.serve.run) and
 worker model (N forked processes accepting on one shared socket).
 """
 
@@ -27,11 +27,11 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 
 from bench.workload import ROOT, medium_body, write_cluster
-from webhook.cli import _bind, _uvicorn_config
 from webhook.cluster.manifests import fill_store, load_objects
 from webhook.cluster.store import Store
 from webhook.core.admission import handle, parse_review
 from webhook.core.injection import Policy, decide
+from webhook.serve.run import uvicorn_config
 from webhook.serve.tls import server_context
 
 Scope = MutableMapping[str, Any]
@@ -111,11 +111,11 @@ def build(kind: str) -> Any:
     raise ValueError(f"unknown baseline {kind!r}")
 
 
-def _serve(app: Any, args: argparse.Namespace, sock: Any) -> None:
-    config = _uvicorn_config(app, args.host, args.port)
+def _serve(app: Any, args: argparse.Namespace) -> None:
+    config = uvicorn_config(app, args.host, args.port)
     config.load()
     config.ssl = server_context(args.cert_file, args.key_file)
-    asyncio.run(uvicorn.Server(config).serve([sock] if sock is not None else None))
+    asyncio.run(uvicorn.Server(config).serve())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,25 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--cert-file", type=Path, required=True)
     p.add_argument("--key-file", type=Path, required=True)
-    p.add_argument("--workers", type=int, default=1)
     args = p.parse_args(argv)
     os.chdir(ROOT)
-    app = build(args.kind)
-    if args.workers == 1:  # as `serve`: one process, uvicorn binds the socket itself
-        _serve(app, args, None)
-        return 0
-    sock = _bind(args.host, args.port)  # as `serve --workers N`: forks on one socket
-    children = []
-    for _ in range(args.workers):
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - child
-            try:
-                _serve(app, args, sock)
-            finally:
-                os._exit(0)
-        children.append(pid)
-    for child in children:
-        os.waitpid(child, 0)
+    _serve(build(args.kind), args)  # as `serve`: one process, uvicorn binds the socket
     return 0
 
 

@@ -155,28 +155,26 @@ def _start(label: str, cmd: list[str], port: int, log: Path, ops_port: int | Non
     return Server(label, proc, port, log, ops_port)
 
 
-def start_webhook(
-    workdir: Path, certs: dict[str, Path], cluster: Path, workers: int, label: str
-) -> Server:
+def start_webhook(workdir: Path, certs: dict[str, Path], cluster: Path, label: str) -> Server:
+    """`serve` on manifests: one process (a pod serves with one; replicas scale it)."""
     port, ops = free_port(), free_port()
     cmd = [
         sys.executable, "-m", "webhook.cli", "serve",
         "--host", HOST, "--port", str(port),
         "--metrics-host", HOST, "--metrics-port", str(ops),
         "--cert-file", str(certs["tls.crt"]), "--key-file", str(certs["tls.key"]),
-        "--objects", str(cluster), "--workers", str(workers),
+        "--objects", str(cluster),
     ]  # fmt: skip
     return _start(label, cmd, port, workdir / f"{label}.log", ops)
 
 
-def start_baseline(workdir: Path, certs: dict[str, Path], kind: str, workers: int) -> Server:
+def start_baseline(workdir: Path, certs: dict[str, Path], kind: str) -> Server:
     port = free_port()
     cmd = [
         sys.executable, "-m", "bench.baselines", kind, "--host", HOST, "--port", str(port),
         "--cert-file", str(certs["tls.crt"]), "--key-file", str(certs["tls.key"]),
-        "--workers", str(workers),
     ]  # fmt: skip
-    return _start(kind, cmd, port, workdir / f"{kind}-{workers}w.log", None)
+    return _start(kind, cmd, port, workdir / f"{kind}.log", None)
 
 
 def client_context(ca: Path) -> ssl.SSLContext:

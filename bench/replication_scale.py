@@ -63,16 +63,19 @@ def controller(kubeconfig: str, qps: float, workers: int) -> None:
         import tracemalloc  # noqa: PLC0415
 
         tracemalloc.start(5)
-    from webhook.cluster.reflector import ClusterWatcher, load_api_client  # noqa: PLC0415
+    from webhook.cluster.apiclient import load_api_client  # noqa: PLC0415
+    from webhook.cluster.reflector import WatchOptions  # noqa: PLC0415
     from webhook.cluster.store import Store  # noqa: PLC0415
+    from webhook.cluster.watchers import ClusterWatcher  # noqa: PLC0415
     from webhook.config import Settings  # noqa: PLC0415
     from webhook.metrics import Metrics  # noqa: PLC0415
     from webhook.replication.controller import ReplicationOptions, Replicator  # noqa: PLC0415
 
     imported = _rss_mib()[0]
     api = load_api_client(Path(kubeconfig), None)
-    store, metrics = Store(), Metrics()
-    watcher = ClusterWatcher(api, store, metrics, page_size=500)
+    store = Store()
+    metrics = Metrics(store=store)
+    watcher = ClusterWatcher(api, store, metrics, WatchOptions(page_size=500))
     options = ReplicationOptions(
         leader_election=False, qps=qps, burst=int(qps * 2), workers=workers
     )

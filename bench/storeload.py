@@ -5,7 +5,7 @@
         serve N namespaces of 5 registry secrets from the local wire-protocol API server
         of tests/kube/ (over TLS), write DIR/kubeconfig, serve until killed (bounded)
     python -m bench.storeload watch --kubeconfig K --expect N
-        a webhook.kube.ClusterWatcher on that server: seconds until the store is synced
+        a webhook.cluster.watchers.ClusterWatcher on that server: seconds until the store is synced
         and holds N secrets
 
 Each prints one JSON object. They run as separate processes so that the API server and
@@ -94,11 +94,12 @@ def apiserver(namespaces: int, workdir: Path, max_seconds: float) -> None:
 
 
 def watch(kubeconfig: Path, expect: int, timeout: float) -> dict[str, Any]:
-    from webhook.cluster.reflector import ClusterWatcher, load_api_client  # noqa: PLC0415
+    from webhook.cluster.apiclient import load_api_client  # noqa: PLC0415
+    from webhook.cluster.watchers import ClusterWatcher  # noqa: PLC0415
     from webhook.metrics import Metrics  # noqa: PLC0415
 
     store = Store()
-    watcher = ClusterWatcher(load_api_client(kubeconfig, None), store, Metrics())
+    watcher = ClusterWatcher(load_api_client(kubeconfig, None), store, Metrics(store=store))
     t0 = time.perf_counter()
     watcher.start()
     deadline = t0 + timeout

@@ -1,16 +1,75 @@
-"""Prometheus metrics, one registry per process (no globals)."""
+"""Prometheus metrics, one registry per process (no globals).
+
+Counters and histograms are counted where things happen. What describes the cluster state
+(cache sizes, staleness) is read from the store when /metrics is scraped
+(:class:`StoreCollector`), so no writer has to keep a gauge in step with it.
+
+A leaf module: it imports nothing of ours, so every layer that counts may import it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from typing import Protocol
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+
+class StoreView(Protocol):
+    """What the collector reads of the store (webhook.cluster.store.Store)."""
+
+    def secret_count(self) -> int: ...
+
+    def namespaces(self) -> Mapping[str, Mapping[str, str]]: ...
+
+    def ages(self) -> Mapping[str, float]: ...
+
+
+class StoreCollector(Collector):
+    """Cache sizes and staleness, read from the store at scrape time."""
+
+    def __init__(self, store: StoreView) -> None:
+        self._store = store
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "pullsecret_injector_cache_secrets",
+            "Registry secrets held in the in-memory store.",
+            value=self._store.secret_count(),
+        )
+        yield GaugeMetricFamily(
+            "pullsecret_injector_cache_namespaces",
+            "Namespaces held in the in-memory store.",
+            value=len(self._store.namespaces()),
+        )
+        age = GaugeMetricFamily(
+            "pullsecret_injector_last_sync_age_seconds",
+            "Seconds since the last watch event or bookmark, by resource.",
+            labels=["resource"],
+        )
+        for resource, seconds in sorted(self._store.ages().items()):
+            age.add_metric([resource], seconds)
+        yield age
 
 
 class Metrics:
-    """Every metric the webhook exports. Labels never carry secret data."""
+    """Every metric the webhook exports. Labels never carry secret data.
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    With a `store`, the cache gauges are read from it at scrape time.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        store: StoreView | None = None,
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        if store is not None:
+            r.register(StoreCollector(store))
         self.requests = Counter(
             "pullsecret_injector_admission_requests",
             "AdmissionReview requests by outcome "
@@ -35,26 +94,10 @@ class Metrics:
             ["kind"],
             registry=r,
         )
-        self.cache_secrets = Gauge(
-            "pullsecret_injector_cache_secrets",
-            "Registry secrets held in the in-memory store.",
-            registry=r,
-        )
-        self.cache_namespaces = Gauge(
-            "pullsecret_injector_cache_namespaces",
-            "Namespaces held in the in-memory store.",
-            registry=r,
-        )
         self.watch_restarts = Counter(
             "pullsecret_injector_watch_restarts",
             "Watch restarts by resource and reason (expired, closed, error, timeout).",
             ["resource", "reason"],
-            registry=r,
-        )
-        self.last_sync_age = Gauge(
-            "pullsecret_injector_last_sync_age_seconds",
-            "Seconds since the last watch event or bookmark, by resource.",
-            ["resource"],
             registry=r,
         )
         self.live_reads = Counter(
@@ -69,7 +112,7 @@ class Metrics:
             ["result"],
             registry=r,
         )
-        # ---- project and cluster registries (webhook/replicator.py) ----
+        # ---- project and cluster registries (webhook/replication/) ----
         self.replication_actions = Counter(
             "pullsecret_injector_replication_actions",
             "Copy writes by action (create, update, recreate, delete) and result (ok, "

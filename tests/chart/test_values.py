@@ -77,6 +77,11 @@ SCHEMA_REJECTS = {
         "operator",
     ),
     "bad duration": (["certificates.certManager.duration=90d"], "duration"),
+    # serve has no --workers any more: one process per pod, replicas scale it
+    "workers per pod": (["config.workers=2"], "additional properties 'workers' not allowed"),
+    "unknown tuning key": (["tuning.watch.timeout=5"], "additional properties 'timeout' not"),
+    "zero page size": (["tuning.watch.pageSize=0"], "pageSize"),
+    "no writes per second": (["tuning.replication.qps=0"], "qps"),
 }
 
 
@@ -180,6 +185,18 @@ VALIDATE_FAILS = {
     "one port for two servers": (
         ["ports.https=8080"],
         "Change one of them",
+    ),
+    "lease timings out of order": (
+        ["tuning.leaderElection.renewDeadlineSeconds=20"],
+        "Set retryPeriodSeconds < renewDeadlineSeconds < leaseDurationSeconds",
+    ),
+    "copies at admission outlasting the API server's wait": (
+        ["tuning.replication.admissionTimeoutSeconds=3"],
+        "Lower admissionTimeoutSeconds or raise webhook.timeoutSeconds",
+    ),
+    "a live read outlasting the API server's wait": (
+        ["tuning.liveReadTimeoutSeconds=5"],
+        "Lower liveReadTimeoutSeconds or raise webhook.timeoutSeconds",
     ),
 }
 

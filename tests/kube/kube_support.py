@@ -6,8 +6,10 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from webhook.cluster.reflector import ClusterWatcher, load_api_client
+from webhook.cluster.apiclient import load_api_client
+from webhook.cluster.reflector import WatchOptions
 from webhook.cluster.store import Store
+from webhook.cluster.watchers import ClusterWatcher
 from webhook.metrics import Metrics
 from webhook.serve import certs
 
@@ -34,9 +36,9 @@ class Harness:
 
     def __init__(self, kubeconfig: Path, **options: float) -> None:
         self.store = Store()
-        self.metrics = Metrics()
+        self.metrics = Metrics(store=self.store)
         self.watcher = ClusterWatcher(
-            load_api_client(kubeconfig, None), self.store, self.metrics, **options
+            load_api_client(kubeconfig, None), self.store, self.metrics, WatchOptions(**options)
         )
 
     def metric(self, name: str, **labels: str) -> float:

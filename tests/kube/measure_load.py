@@ -36,7 +36,7 @@ from kube_support import (  # noqa: E402
 )
 from kubernetes import client  # noqa: E402
 
-from webhook.cluster.reflector import load_api_client  # noqa: E402
+from webhook.cluster.apiclient import load_api_client  # noqa: E402
 
 SELECTOR = f"type={DOCKERCONFIGJSON}"
 

@@ -10,9 +10,11 @@ from kube_apiserver import DOCKERCONFIGJSON
 from kube_apiserver_writes import WritableCluster
 from kube_support import auths
 
+from webhook.cluster.apiclient import load_api_client
 from webhook.cluster.leader import LeaseTimings
-from webhook.cluster.reflector import ClusterWatcher, load_api_client
+from webhook.cluster.reflector import WatchOptions
 from webhook.cluster.store import Store
+from webhook.cluster.watchers import ClusterWatcher
 from webhook.config import Settings
 from webhook.core.planner import (
     HASH_ANNOTATION,
@@ -50,15 +52,13 @@ class Replica:
         identity: str | None = None,
     ) -> None:
         self.store = Store()
-        self.metrics = Metrics()
+        self.metrics = Metrics(store=self.store)
         self.api = load_api_client(kubeconfig, None)
         self.watcher = ClusterWatcher(
             self.api,
             self.store,
             self.metrics,
-            watch_timeout_seconds=30,
-            page_size=100,
-            backoff_cap_seconds=0.2,
+            WatchOptions(watch_timeout_seconds=30, page_size=100, backoff_cap_seconds=0.2),
         )
         settings = Settings(dev=True, release_namespace=REL, source_namespaces=source_namespaces)
         self.replicator = Replicator(

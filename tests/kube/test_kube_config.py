@@ -12,7 +12,7 @@ from kubernetes import client
 from kubernetes.config import incluster_config
 from kubernetes.config.config_exception import ConfigException
 
-from webhook.cluster.reflector import load_api_client
+from webhook.cluster.apiclient import load_api_client
 
 
 def reaches(api_client: client.ApiClient, server: ApiServer) -> bool:

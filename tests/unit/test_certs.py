@@ -1,4 +1,4 @@
-"""webhook/certs.py: the CA and serving certificate the API server must accept.
+"""webhook/serve/certs.py: the CA and serving certificate the API server must accept.
 
 Checked twice: structurally with `cryptography`, and by a real TLS handshake with the
 `ssl` module verifying the chain for each name the API server may dial.

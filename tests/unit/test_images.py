@@ -1,4 +1,4 @@
-"""Tests for webhook.images: a port of github.com/distribution/reference's tables.
+"""Tests for webhook.kubelet.reference: a port of github.com/distribution/reference's tables.
 
 Upstream tables ported (github.com/distribution/reference, v0.6.0 era):
   regexp_test.go     TestDomainRegexp, TestFullNameRegexp, TestReferenceRegexp,

@@ -485,7 +485,7 @@ def test_selector_annotation_is_trimmed_and_checked_like_kubectl() -> None:
     assert not result.of(ActionKind.CREATE)
 
 
-# ---- the write rate limit (webhook/replicator.py), on a fake clock ------------------------
+# ---- the write rate limit (webhook/cluster/workqueue.py), on a fake clock -----------------
 
 
 class _FakeClock:
@@ -503,7 +503,7 @@ class _FakeClock:
 
 
 def test_token_bucket_allows_a_burst_then_qps() -> None:
-    from webhook.replication.controller import TokenBucket  # noqa: PLC0415
+    from webhook.cluster.workqueue import TokenBucket  # noqa: PLC0415
 
     clock = _FakeClock()
     bucket = TokenBucket(qps=10, burst=5, clock=clock.monotonic)
@@ -520,7 +520,7 @@ def test_token_bucket_allows_a_burst_then_qps() -> None:
 def test_token_bucket_gives_up_when_stopped() -> None:
     import threading  # noqa: PLC0415
 
-    from webhook.replication.controller import TokenBucket  # noqa: PLC0415
+    from webhook.cluster.workqueue import TokenBucket  # noqa: PLC0415
 
     bucket = TokenBucket(qps=0.001, burst=1)
     stop = threading.Event()

@@ -20,85 +20,30 @@ The official client's leaderelection package is not used: it blocks forever in
 configuration. Times are written as ``MicroTime`` (RFC 3339 with exactly six fractional
 digits), which the API server requires; the generated models serialise datetimes with
 ``isoformat()``, which drops the digits when the microseconds are zero, so the Lease is
-read and written as plain JSON through the official client's transport (``RawApi``).
+read and written as plain JSON through the official client's transport
+(``cluster.apiclient.RawApi``). Followers jitter their retries (``cluster.workqueue.jittered``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
 
+from webhook.cluster.apiclient import CONFLICT, NOT_FOUND, RawApi, describe, leases_path
+from webhook.cluster.workqueue import jittered
+
 log = logging.getLogger(__name__)
-
-Timeout = float | tuple[float, float]
-
-
-class RawApi:
-    """JSON requests to the API server through the official client (auth, TLS, proxies).
-
-    Bodies are sent as given and answers returned as parsed JSON: no model round trip, so
-    a Secret's data is never copied into model objects and times keep their exact format.
-    Non-2xx answers raise ``ApiException`` (status, reason and the Status body).
-    """
-
-    def __init__(self, api_client: k8s_client.ApiClient) -> None:
-        self._client = api_client
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        query: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
-        body: Any = None,
-        content_type: str = "application/json",
-        timeout: Timeout = (5.0, 10.0),
-    ) -> dict[str, Any]:
-        params = list(query.items()) if isinstance(query, Mapping) else list(query or ())
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        serialized = self._client.param_serialize(
-            method=method,
-            resource_path=path,
-            query_params=params or None,
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        http_method, url, header_params, payload, _ = serialized
-        response = self._client.call_api(
-            http_method, url, header_params=header_params, body=payload, _request_timeout=timeout
-        )
-        try:
-            data: bytes = response.read()  # type: ignore[no-untyped-call]
-        finally:
-            release = getattr(response.response, "release_conn", None)
-            if callable(release):
-                release()
-        if not 200 <= response.status <= 299:
-            raise ApiException(
-                status=response.status,
-                reason=response.reason,
-                body=data.decode("utf-8", "replace") if data else None,
-            )
-        if not data:
-            return {}
-        parsed = orjson.loads(data)
-        return parsed if isinstance(parsed, dict) else {}
 
 
 def micro_time(moment: datetime | None = None) -> str:
@@ -182,8 +127,7 @@ class LeaderElector:
         self._step_lock = threading.Lock()
         self._observed: _Record | None = None
         self._observed_at = 0.0  # monotonic time the observed record last changed
-        self._lease_rv: str | None = None
-        self._path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases"
+        self._path = leases_path(namespace)
 
     @property
     def is_leader(self) -> bool:
@@ -245,7 +189,7 @@ class LeaderElector:
                     self._step_down("lease taken by another" if other else "renew deadline passed")
             # Followers jitter their retries (client-go: JitterFactor 1.2) so that replicas
             # started together do not hit the API server in lockstep.
-            wait = t.retry_period * (1.0 if self._leading else random.uniform(1.0, 1.2))  # noqa: S311
+            wait = t.retry_period if self._leading else jittered(t.retry_period, 0.2)
             self._stop.wait(wait)
         if self._leading:
             self._step_down("stopped")
@@ -282,15 +226,14 @@ class LeaderElector:
         try:
             lease = self._api.request("GET", f"{self._path}/{self.name}", timeout=self._timeout())
         except ApiException as exc:
-            if exc.status != 404:
-                log.info("reading the lease failed", extra={"status": exc.status})
+            if exc.status != NOT_FOUND:
+                log.info("reading the lease failed", extra={"error": describe(exc)})
                 return False
             return self._create(now)
         except Exception as exc:  # connection errors, timeouts
-            log.info("reading the lease failed", extra={"error": type(exc).__name__})
+            log.info("reading the lease failed", extra={"error": describe(exc)})
             return False
         record = _Record.of(lease)
-        self._lease_rv = (lease.get("metadata") or {}).get("resourceVersion")
         if record != self._observed:
             self._observed = record
             self._observed_at = time.monotonic()
@@ -345,18 +288,17 @@ class LeaderElector:
                 method, path, body=body, timeout=self._timeout()
             )
         except ApiException as exc:
-            if exc.status != 409:
-                log.info(f"{doing} the lease failed", extra={"status": exc.status})
+            if exc.status != CONFLICT:
+                log.info(f"{doing} the lease failed", extra={"error": describe(exc)})
             return None
         except Exception as exc:
-            log.info(f"{doing} the lease failed", extra={"error": type(exc).__name__})
+            log.info(f"{doing} the lease failed", extra={"error": describe(exc)})
             return None
         return result
 
     def _remember(self, lease: Mapping[str, Any]) -> None:
         self._observed = _Record.of(lease)
         self._observed_at = time.monotonic()
-        self._lease_rv = (lease.get("metadata") or {}).get("resourceVersion")
 
     def _release(self) -> None:
         """Give the Lease up: empty holder and a one-second duration (client-go's release)."""
@@ -382,4 +324,4 @@ class LeaderElector:
             self._observed = None
             log.info("released the lease", extra={"lease": f"{self.namespace}/{self.name}"})
         except Exception as exc:
-            log.info("releasing the lease failed", extra={"error": type(exc).__name__})
+            log.info("releasing the lease failed", extra={"error": describe(exc)})

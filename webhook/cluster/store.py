@@ -23,6 +23,10 @@ from webhook.core.model import RegistrySecret
 
 log = logging.getLogger(__name__)
 
+# The store's resource names (also the API's): what is synced and how fresh, per resource.
+SECRETS = "secrets"
+NAMESPACES = "namespaces"
+
 _EMPTY: Mapping[str, RegistrySecret] = MappingProxyType({})
 
 
@@ -124,6 +128,11 @@ class Store:
 
     def is_synced(self, *resources: str) -> bool:
         return all(r in self._synced for r in resources)
+
+    def ages(self) -> dict[str, float]:
+        """Seconds since the last event or bookmark, of every resource that had one."""
+        now = time.monotonic()
+        return {resource: now - last for resource, last in list(self._last_event.items())}
 
     def staleness(self, resource: str) -> float | None:
         """Seconds since the last event or bookmark of `resource`, None before the first."""

@@ -3,7 +3,7 @@
 Pure: no I/O, no clock, no Kubernetes client. Everything arrives as arguments (what the
 store knows of the cluster, plus the data hash of each source that the controller read),
 and the answer is a `Plan` of create/update/recreate/delete actions and the problems to
-report. webhook/replicator.py carries plans out; tests/unit/test_replication_plan.py
+report. webhook/replication/ carries plans out; tests/unit/test_replication_plan.py
 holds the rules below to a table.
 
 A *source* is a registry secret in one of the configured source namespaces carrying the
@@ -366,6 +366,17 @@ class Plan:
         return [a for a in self.actions if a.kind is kind]
 
 
+def clash_problem(ref: SourceRef, namespace: str) -> Problem:
+    """A copy not made because a secret of its name that we did not create is there."""
+    return Problem(
+        ProblemKind.CLASH,
+        ref,
+        namespace,
+        f"not copied into {namespace}: a secret named {ref.name!r} that "
+        "pullsecret-injector did not create is there (it is left untouched)",
+    )
+
+
 def desired_in(
     namespace: str, labels: Mapping[str, str], sources: Iterable[Source], config: Config
 ) -> Desired:
@@ -485,15 +496,7 @@ def plan(
                 continue
             ref = config.own_copy(current)
             if ref is None:
-                problems.append(
-                    Problem(
-                        ProblemKind.CLASH,
-                        source.ref,
-                        namespace,
-                        f"not copied into {namespace}: a secret named {name!r} that "
-                        "pullsecret-injector did not create is there (it is left untouched)",
-                    )
-                )
+                problems.append(clash_problem(source.ref, namespace))
                 continue
             if source.held:
                 continue

@@ -16,7 +16,7 @@ import orjson
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from webhook.cluster.store import Store
+from webhook.cluster.store import NAMESPACES, SECRETS, Store
 from webhook.config import Settings
 from webhook.core.admission import (
     Answer,
@@ -33,14 +33,21 @@ from webhook.metrics import Metrics
 log = logging.getLogger(__name__)
 
 LiveRead = Callable[[str], bool]
-# ensure_copies bounds itself (ReplicationOptions.admission_timeout, 1 s); this only guards.
-_COPY_WAIT_SECONDS = 1.5
+# ensure_copies bounds itself (--replication-admission-timeout); this only guards.
+_COPY_WAIT_SLACK_SECONDS = 0.5
 
 
 class Replication(Protocol):
-    """The admission side of webhook.replicator.Replicator."""
+    """The admission side of replication (webhook.replication.admission_copies).
+
+    Its calls take only locks held for memory work, never during I/O, so the event loop
+    may call ``pending_copies`` and ``missing_nothing``; ``ensure_copies`` waits for API
+    calls and runs on a worker thread.
+    """
 
     def ensure_copies(self, namespace: str, dry_run: bool) -> list[str]: ...
+
+    def missing_nothing(self, namespace: str) -> bool: ...
 
     def pending_copies(
         self, namespace: str, secrets: Mapping[str, RegistrySecret]
@@ -113,6 +120,7 @@ def create_app(
     app = FastAPI(title="pullsecret-injector", docs_url=None, redoc_url=None, openapi_url=None)
     decider = Decider(Policy.build(settings.secret_selector, settings.private_registries))
     limit = settings.max_body_bytes
+    copy_wait = settings.replication_admission_timeout + _COPY_WAIT_SLACK_SECONDS
 
     def decide_for(pod: Mapping[str, Any], namespace: str) -> Decision:
         secrets = store.secrets_in(namespace)
@@ -124,14 +132,12 @@ def create_app(
         """Create the project/cluster registry copies the namespace lacks, before answering."""
         if replication is None or not namespace:
             return
-        if store.namespace_labels(namespace) is not None:
-            secrets = store.secrets_in(namespace)
-            if replication.pending_copies(namespace, secrets) is secrets:
-                return  # nothing missing: no thread hop on the hot path
+        if replication.missing_nothing(namespace):
+            return  # nothing missing: no thread hop on the hot path
         try:
             await asyncio.wait_for(
                 asyncio.to_thread(replication.ensure_copies, namespace, dry_run),
-                _COPY_WAIT_SECONDS,
+                copy_wait,
             )
         except TimeoutError:
             log.warning("copies not created in time", extra={"namespace": namespace})
@@ -189,18 +195,13 @@ def create_ops_app(store: Store, metrics: Metrics) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
-        if store.is_synced("secrets", "namespaces"):
+        if store.is_synced(SECRETS, NAMESPACES):
             return _json_response({"status": "ready"})
         return _json_response({"status": "waiting for the first full sync"}, 503)
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
-        metrics.cache_secrets.set(store.secret_count())
-        metrics.cache_namespaces.set(len(store.namespaces()))
-        for resource in ("secrets", "namespaces"):
-            age = store.staleness(resource)
-            if age is not None:
-                metrics.last_sync_age.labels(resource).set(age)
+        # the cache gauges are read from the store now (webhook.metrics.StoreCollector)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -1,0 +1,88 @@
+"""The chart's `tuning` values reach `serve`: every flag the Deployment passes is one the
+real command line accepts, and lands in the Settings it serves with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from chartlib import Helm, find
+
+from webhook.cli import build_parser
+from webhook.config import Settings, settings_from_args
+
+
+def _serve_settings(helm: Helm, values: dict[str, Any] | None = None) -> Settings:
+    docs = helm.render(values=values)
+    (container,) = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    args = build_parser().parse_args(["serve", *container["args"]])
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            if name.startswith("PSI_"):
+                mp.setenv(name, value)
+        return settings_from_args(args)
+
+
+def test_the_defaults_reach_serve_as_its_own_defaults(helm: Helm) -> None:
+    settings = _serve_settings(helm)
+    defaults: dict[str, Any] = {
+        name: Settings.model_fields[name].default
+        for name in (
+            "watch_timeout_seconds",
+            "list_page_size",
+            "live_read_timeout",
+            "replication_qps",
+            "replication_burst",
+            "replication_workers",
+            "replication_resync_seconds",
+            "replication_admission_timeout",
+            "replication_request_timeout",
+            "lease_duration_seconds",
+            "lease_renew_deadline_seconds",
+            "lease_retry_period_seconds",
+        )
+    }
+    assert {name: getattr(settings, name) for name in defaults} == defaults
+
+
+def test_every_tuning_value_reaches_serve(helm: Helm) -> None:
+    tuning = {
+        "watch": {"timeoutSeconds": 120, "pageSize": 250},
+        "liveReadTimeoutSeconds": 0.5,
+        "replication": {
+            "qps": 20,
+            "burst": 40,
+            "workers": 4,
+            "resyncSeconds": 600,
+            "admissionTimeoutSeconds": 1.5,
+            "requestTimeoutSeconds": 5,
+        },
+        "leaderElection": {
+            "leaseDurationSeconds": 30,
+            "renewDeadlineSeconds": 20,
+            "retryPeriodSeconds": 4,
+        },
+    }
+    settings = _serve_settings(helm, {"tuning": tuning})
+    assert settings.watch_timeout_seconds == 120
+    assert settings.list_page_size == 250
+    assert settings.live_read_timeout == 0.5
+    assert (settings.replication_qps, settings.replication_burst) == (20, 40)
+    assert settings.replication_workers == 4
+    assert settings.replication_resync_seconds == 600
+    assert settings.replication_admission_timeout == 1.5
+    assert settings.replication_request_timeout == 5
+    assert (
+        settings.lease_duration_seconds,
+        settings.lease_renew_deadline_seconds,
+        settings.lease_retry_period_seconds,
+    ) == (30, 20, 4)
+
+
+def test_without_replication_no_replication_flag_is_passed(helm: Helm) -> None:
+    docs = helm.render("replication.enabled=false")
+    (container,) = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert not [a for a in args if a.startswith(("--replication-", "--lease-"))]
+    assert "--watch-timeout-seconds=300" in args

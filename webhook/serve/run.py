@@ -1,0 +1,203 @@
+"""`pullsecret-injector serve`: the wiring of one serving process.
+
+One process per pod: the store, the watches (or manifests), the replication controller
+and the two servers (HTTPS admission, plain-HTTP operations) on one asyncio loop. To
+serve more, run more replicas (the chart's ``replicaCount``): each replica's /readyz and
+/metrics then describe exactly the process that answers (README: "One process per pod").
+docs/concurrency.md draws the threads, tasks and pools and what each owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from webhook.cluster.manifests import ManifestError, fill_store, iter_objects
+from webhook.cluster.store import Store, freeze_heap
+from webhook.config import Settings
+from webhook.metrics import Metrics
+from webhook.serve.app import LiveRead, create_app, create_ops_app
+from webhook.serve.tls import CertReloader, server_context
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """The cluster state cannot be reached or read: serve exits 2 with the reason."""
+
+
+@contextlib.contextmanager
+def certificates(settings: Settings) -> Iterator[tuple[Path, Path]]:
+    """The serving certificate's files: given, or (--dev) a throwaway pair."""
+    if settings.cert_file is not None and settings.key_file is not None:
+        yield settings.cert_file, settings.key_file
+        return
+    from webhook.serve import certs  # noqa: PLC0415 - only --dev needs certificate generation
+
+    with tempfile.TemporaryDirectory(prefix="pullsecret-injector-") as tmp:
+        bundle = certs.generate(["localhost"], ["127.0.0.1", "::1"])
+        paths = certs.write_bundle(bundle, Path(tmp))
+        print(
+            "dev mode: throwaway CA and certificate for localhost/127.0.0.1 in "
+            f"{tmp}\n  try: curl --cacert {paths['ca.crt']} -H 'Content-Type: application/json' "
+            f"--data @tests/fixtures/admissionreview/v1-create-pod-multi-registry-sa-secret.json "
+            f"https://localhost:{settings.port}/mutate",
+            file=sys.stderr,
+            flush=True,
+        )
+        yield paths["tls.crt"], paths["tls.key"]
+
+
+class _MainServer(uvicorn.Server):
+    """The HTTPS server: a signal shuts it down gracefully, and is not raised again after.
+
+    uvicorn re-raises SIGTERM/SIGINT once it has shut down, so that the default handler
+    ends the process: `serve`'s cleanup (releasing the replication Lease so that another
+    replica takes over at once, stopping the watches) would never run.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
+class _OpsServer(uvicorn.Server):
+    """The plain-HTTP server: signals are the main server's business."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        timeout_keep_alive=30,
+        # the API server keeps connections alive: do not wait on idle ones at shutdown
+        timeout_graceful_shutdown=10,
+    )
+
+
+@dataclass
+class _State:
+    """The cluster state of this process: watcher and replicator None with --objects."""
+
+    store: Store
+    watcher: Any = None
+    replicator: Any = None
+
+    def stop(self) -> None:
+        if self.replicator is not None:
+            self.replicator.stop()  # releases the Lease: another replica takes over at once
+        if self.watcher is not None:
+            self.watcher.stop()
+
+
+async def _run_servers(
+    settings: Settings, state: _State, metrics: Metrics, tls_files: tuple[Path, Path]
+) -> None:
+    live_read: LiveRead | None = None
+    watcher = state.watcher
+    if watcher is not None:
+
+        def live_read(namespace: str) -> bool:
+            return bool(watcher.live_read(namespace, settings.live_read_timeout))
+
+    cert_file, key_file = tls_files
+    ctx = server_context(cert_file, key_file)
+    reloader = CertReloader(ctx, cert_file, key_file, metrics)
+    main_cfg = uvicorn_config(
+        create_app(settings, state.store, metrics, live_read, state.replicator),
+        settings.host,
+        settings.port,
+    )
+    main_cfg.load()
+    main_cfg.ssl = ctx
+    ops = _OpsServer(
+        uvicorn_config(
+            create_ops_app(state.store, metrics), settings.metrics_host, settings.metrics_port
+        )
+    )
+    reloading = asyncio.create_task(reloader.run(settings.cert_reload_seconds))
+    ops_serving = asyncio.create_task(ops.serve())
+    try:
+        await _MainServer(main_cfg).serve()
+    finally:
+        reloading.cancel()
+        ops.should_exit = True
+        await ops_serving
+
+
+def _start_state(settings: Settings, store: Store, metrics: Metrics) -> _State:
+    if settings.objects:
+        fill_store(store, iter_objects(settings.objects))
+        freeze_heap()
+        log.info(
+            "cluster state loaded from manifests",
+            extra={"secrets": store.secret_count(), "namespaces": len(store.namespaces())},
+        )
+        return _State(store)
+    # only a live cluster needs the Kubernetes client
+    from kubernetes.config.config_exception import ConfigException  # noqa: PLC0415
+
+    from webhook.cluster.apiclient import load_api_client  # noqa: PLC0415
+    from webhook.cluster.reflector import WatchOptions  # noqa: PLC0415
+    from webhook.cluster.watchers import ClusterWatcher  # noqa: PLC0415
+
+    try:
+        api_client = load_api_client(settings.kubeconfig, settings.context)
+    except ConfigException as exc:
+        raise StartupError(f"cluster access: {exc}") from exc
+    state = _State(store, ClusterWatcher(api_client, store, metrics, WatchOptions.of(settings)))
+    state.watcher.start()
+    if settings.replication_enabled:
+        from webhook.replication.controller import ReplicationOptions, Replicator  # noqa: PLC0415
+
+        state.replicator = Replicator(
+            api_client, store, metrics, settings, ReplicationOptions.of(settings)
+        )
+        state.replicator.start()
+    return state
+
+
+def serve(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; 2 when the cluster state cannot be had."""
+    with certificates(settings) as tls_files:
+        store = Store()  # replication, when on, listens to its changes
+        metrics = Metrics(store=store)
+        try:
+            state = _start_state(settings, store, metrics)
+        except (ManifestError, StartupError) as exc:
+            print(f"pullsecret-injector serve: {exc}", file=sys.stderr)
+            return 2
+        try:
+            asyncio.run(_run_servers(settings, state, metrics, tls_files))
+        finally:
+            state.stop()
+    return 0
