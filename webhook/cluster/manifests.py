@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from webhook.cluster.store import Store
+from webhook.cluster.store import NAMESPACES, SECRETS, Store
 from webhook.core.model import secret_from_object
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -107,5 +107,5 @@ def fill_store(store: Store, objects: Iterable[Mapping[str, Any]]) -> None:
         namespaces.setdefault(secret.namespace, {})
     store.replace_namespaces(namespaces)
     store.replace_secrets(secrets)
-    store.mark_synced("secrets")
-    store.mark_synced("namespaces")
+    store.mark_synced(SECRETS)
+    store.mark_synced(NAMESPACES)

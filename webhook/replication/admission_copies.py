@@ -22,20 +22,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from types import MappingProxyType
 
-from webhook.cluster.apiclient import RawApi, describe, namespace_path
-from webhook.cluster.store import Change, ChangeKind, Store
+from webhook.cluster.apiclient import describe, namespace_path
+from webhook.cluster.store import Change, ChangeKind
 from webhook.core.model import RegistrySecret
 from webhook.core.planner import (
     SOURCE_ANNOTATION,
-    Config,
     Desired,
     Source,
     desired_in,
     find_sources,
 )
-from webhook.metrics import Metrics
-from webhook.replication.copies import CopyWriter, SourceReader, bounded
-from webhook.replication.expectations import Clashes, Expectations
+from webhook.replication.copies import Parts, bounded
 
 log = logging.getLogger(__name__)
 
@@ -49,27 +46,12 @@ _ADMISSION_WORKERS = 4
 class AdmissionCopies:
     """The admission side of replication: pending copies, and copies created before answering."""
 
-    def __init__(
-        self,
-        api: RawApi,
-        store: Store,
-        metrics: Metrics,
-        config: Config,
-        *,
-        reader: SourceReader,
-        writer: CopyWriter,
-        expectations: Expectations,
-        clashes: Clashes,
-        timeout: float,
-    ) -> None:
-        self._api = api
-        self._store = store
-        self._metrics = metrics
-        self._config = config
-        self._reader = reader
-        self._writer = writer
-        self._expectations = expectations
-        self._clashes = clashes
+    def __init__(self, parts: Parts, *, timeout: float) -> None:
+        self._parts = parts
+        self._api = parts.api
+        self._store = parts.store
+        self._metrics = parts.metrics
+        self._config = parts.config
         self._timeout = timeout
         self._lock = threading.Lock()  # the caches below; never held during I/O
         self._sources_gen = 0
@@ -136,8 +118,8 @@ class AdmissionCopies:
         desired = self._desired(namespace, labels)
         if not desired.copies:
             return []
-        existing = self._expectations.overlay(namespace, self._store.secrets_in(namespace))
-        clashes = self._clashes.names_in(namespace)
+        existing = self._parts.expectations.overlay(namespace, self._store.secrets_in(namespace))
+        clashes = self._parts.clashes.names_in(namespace)
         return [
             source
             for name, source in desired.copies.items()
@@ -166,7 +148,7 @@ class AdmissionCopies:
         }
         if not missing:
             return secrets
-        clashes = self._clashes.names_in(namespace)
+        clashes = self._parts.clashes.names_in(namespace)
         merged = dict(secrets)
         for name, source in missing.items():
             if name in clashes:
@@ -275,10 +257,10 @@ class AdmissionCopies:
                 continue
             name = source.ref.name
             try:
-                obj = self._reader.read(source.ref, left())
+                obj = self._parts.reader.read(source.ref, left())
                 if obj is None:
                     continue
-                result = self._writer.create(request, namespace, name, obj, source.ref)
+                result = self._parts.writer.create(request, namespace, name, obj, source.ref)
                 del obj
                 if result == "ok":
                     created.append(name)

@@ -41,7 +41,7 @@ from webhook.core.model import RegistrySecret
 from webhook.core.planner import Config
 from webhook.metrics import Metrics
 from webhook.replication.admission_copies import AdmissionCopies
-from webhook.replication.copies import CopyWriter, SourceReader
+from webhook.replication.copies import CopyWriter, Parts, SourceReader
 from webhook.replication.events import ProblemReporter
 from webhook.replication.expectations import Clashes, Expectations
 from webhook.replication.reconcile import (
@@ -95,32 +95,21 @@ class Replicator:
         self._expectations = Expectations()
         self._clashes = Clashes()
         self._reader = SourceReader(self._api)
-        self._writer = CopyWriter(self.config, self._expectations, self._clashes)
         self._reporter = ProblemReporter(metrics, self.identity, self._reader.uid)
+        parts = Parts(
+            self._api,
+            store,
+            metrics,
+            self.config,
+            self._reader,
+            CopyWriter(self.config, self._expectations, self._clashes),
+            self._expectations,
+            self._clashes,
+        )
         self._reconciler = Reconciler(
-            self._api,
-            store,
-            metrics,
-            self.config,
-            self.options,
-            queue=self._queue,
-            reader=self._reader,
-            writer=self._writer,
-            reporter=self._reporter,
-            expectations=self._expectations,
-            clashes=self._clashes,
+            parts, self.options, queue=self._queue, reporter=self._reporter
         )
-        self.admission = AdmissionCopies(
-            self._api,
-            store,
-            metrics,
-            self.config,
-            reader=self._reader,
-            writer=self._writer,
-            expectations=self._expectations,
-            clashes=self._clashes,
-            timeout=self.options.admission_timeout,
-        )
+        self.admission = AdmissionCopies(parts, timeout=self.options.admission_timeout)
         self._lock = threading.Lock()  # the loop's lifecycle (never held during I/O)
         self._running = False
         self._loop_stop = threading.Event()

@@ -13,11 +13,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
 from webhook.cluster.apiclient import CONFLICT, NOT_FOUND, RawApi, Timeout, secrets_path
+from webhook.cluster.store import Store
 from webhook.core.model import secret_from_object
 from webhook.core.planner import (
     Config,
@@ -28,6 +30,7 @@ from webhook.core.planner import (
     is_our_object,
 )
 from webhook.kubelet.dockerconfig import REGISTRY_SECRET_TYPES
+from webhook.metrics import Metrics
 from webhook.replication.expectations import Clashes, Expectations
 
 log = logging.getLogger(__name__)
@@ -207,6 +210,20 @@ class CopyWriter:
                 raise RetryError("changed before the delete") from exc
             raise
         return "ok"
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What the controller's passes and the admission path share (built by Replicator)."""
+
+    api: RawApi
+    store: Store
+    metrics: Metrics
+    config: Config
+    reader: SourceReader
+    writer: CopyWriter
+    expectations: Expectations
+    clashes: Clashes
 
 
 def bounded(api: RawApi, timeout: Callable[[], Timeout]) -> Request:

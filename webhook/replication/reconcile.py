@@ -19,16 +19,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.cluster.apiclient import RawApi, StoppedError, describe
+from webhook.cluster.apiclient import StoppedError, describe
 from webhook.cluster.leader import LeaseTimings
-from webhook.cluster.store import Store
 from webhook.cluster.workqueue import TokenBucket, WorkQueue
 from webhook.config import Settings
-from webhook.core.planner import Action, ActionKind, Config, SourceRef, find_sources, plan
-from webhook.metrics import Metrics
-from webhook.replication.copies import CopyWriter, Request, RetryError, SourceReader
+from webhook.core.planner import Action, ActionKind, SourceRef, find_sources, plan
+from webhook.replication.copies import Parts, Request, RetryError
 from webhook.replication.events import ProblemReporter
-from webhook.replication.expectations import Clashes, Expectations
 
 log = logging.getLogger(__name__)
 
@@ -138,30 +135,20 @@ class Reconciler:
 
     def __init__(
         self,
-        api: RawApi,
-        store: Store,
-        metrics: Metrics,
-        config: Config,
+        parts: Parts,
         options: ReplicationOptions,
         *,
         queue: WorkQueue[Key],
-        reader: SourceReader,
-        writer: CopyWriter,
         reporter: ProblemReporter,
-        expectations: Expectations,
-        clashes: Clashes,
     ) -> None:
-        self._api = api
-        self._store = store
-        self._metrics = metrics
-        self.config = config
+        self._parts = parts
+        self._api = parts.api
+        self._store = parts.store
+        self._metrics = parts.metrics
+        self.config = parts.config
         self.options = options
         self._queue = queue
-        self._reader = reader
-        self._writer = writer
         self._reporter = reporter
-        self._expectations = expectations
-        self._clashes = clashes
         self._limiter = TokenBucket(options.qps, options.burst)
         self.passes = 0  # completed passes (the reconcile histogram counts them too)
 
@@ -173,7 +160,7 @@ class Reconciler:
             s for ns in self.config.source_namespaces for s in self._store.secrets_in(ns).values()
         ]
         refs = {s.ref for s in find_sources(in_source_namespaces, self.config, {})}
-        known = self._reader.keep_only(refs)
+        known = self._parts.reader.keep_only(refs)
         source_errors = False
         for ref in sorted(refs):
             if work.full or ref in work.reread or ref not in known:
@@ -187,18 +174,20 @@ class Reconciler:
                         "reading a source failed",
                         extra={"source": str(ref), "error": describe(exc)},
                     )
-        sources = find_sources(in_source_namespaces, self.config, self._reader.hashes())
+        sources = find_sources(in_source_namespaces, self.config, self._parts.reader.hashes())
         namespaces = self._store.namespaces()
         scope = None if work.full or work.reread else work.namespaces
         targets = set(namespaces) if scope is None else scope & namespaces.keys()
         existing = {
-            ns: self._expectations.overlay(ns, self._store.secrets_in(ns)) for ns in targets
+            ns: self._parts.expectations.overlay(ns, self._store.secrets_in(ns)) for ns in targets
         }
         result = plan(sources, namespaces, existing, self.config, only=scope)
         actions = [
             a
             for a in result.actions
-            if not (a.kind is ActionKind.CREATE and self._clashes.blocked(a.namespace, a.name))
+            if not (
+                a.kind is ActionKind.CREATE and self._parts.clashes.blocked(a.namespace, a.name)
+            )
         ]
         if actions:
             log.info(
@@ -221,7 +210,7 @@ class Reconciler:
             self._queue.add_rate_limited(EVERYTHING)
         else:
             self._queue.forget(EVERYTHING)
-        self._expectations.expire()
+        self._parts.expectations.expire()
         if scope is None:
             self._metrics.replication_sources.set(len(sources))
             self._metrics.replication_copies.set(result.desired)
@@ -259,7 +248,7 @@ class Reconciler:
                 if not self._limiter.acquire(run.stop):
                     raise StoppedError
                 timeout = (_CONNECT_TIMEOUT, self.options.request_timeout)
-                future.set_result(self._reader.read(ref, timeout))
+                future.set_result(self._parts.reader.read(ref, timeout))
             except BaseException as exc:
                 future.set_exception(exc)
         return future.result()
@@ -313,7 +302,7 @@ class Reconciler:
         request = self._request(run)
         fields = {"namespace": ns, "secret": name, "reason": action.reason}
         if action.kind is ActionKind.DELETE:
-            result = self._writer.delete(request, ns, name)
+            result = self._parts.writer.delete(request, ns, name)
             log.info("copy deleted", extra={**fields, "source": str(action.current_source)})
             return result
         assert action.source is not None
@@ -323,12 +312,12 @@ class Reconciler:
         fields["source"] = str(action.source)
         if action.kind is ActionKind.UPDATE:
             assert action.current_source is not None
-            result = self._writer.update(request, ns, name, source, action.current_source)
+            result = self._parts.writer.update(request, ns, name, source, action.current_source)
             log.info("copy updated", extra=fields)
             return result
         if action.kind is ActionKind.RECREATE:
-            self._writer.delete(request, ns, name)
-        result = self._writer.create(request, ns, name, source, action.source)
+            self._parts.writer.delete(request, ns, name)
+        result = self._parts.writer.create(request, ns, name, source, action.source)
         if result == "clash":
             with run.lock:
                 run.clashes.setdefault(action.source, set()).add(ns)

@@ -88,3 +88,33 @@ def test_images_that_are_not_strings_are_reported_not_remembered(store: Store) -
     for _ in range(2):
         d = decider.decide(pod(["not", "a", "string"], None), NS, store.secrets_in(NS))
         assert d.add == () and len(d.warnings) == 2
+
+
+def test_an_opted_out_pod_is_left_alone_whatever_is_remembered(store: Store) -> None:
+    decider = Decider(Policy())
+    p = pod("registry.example.com/x")
+    assert decider.decide(p, NS, store.secrets_in(NS)).add == ("example",)
+    p["metadata"]["annotations"] = {"pullsecret-injector.io/inject": "false"}
+    d = decider.decide(p, NS, store.secrets_in(NS))
+    assert d.add == () and d.patch == () and "pullsecret-injector.io/inject" in d.reason
+
+
+def test_the_secret_selector_narrows_what_is_remembered_too(store: Store) -> None:
+    store.upsert_secret(
+        registry_secret(NS, "labelled", "registry.example.com", labels={"inject": "yes"})
+    )
+    decider = Decider(Policy.build("inject=yes"))
+    p = pod("registry.example.com/x")
+    for _ in range(2):  # computed, then remembered
+        d = decider.decide(p, NS, store.secrets_in(NS))
+        assert d.add == ("labelled",)
+        assert dict(d.not_added)["example"] == "its labels do not match 'inject=yes'"
+
+
+def test_the_patch_appends_after_existing_entries_in_name_order(store: Store) -> None:
+    store.upsert_secret(registry_secret(NS, "another", "registry.example.com"))
+    decider = Decider(Policy())
+    d = decider.decide(pod("registry.example.com/x", pull=["mine"]), NS, store.secrets_in(NS))
+    assert d.add == ("another", "example")
+    assert [op["path"] for op in d.patch] == ["/spec/imagePullSecrets/-"] * 2
+    assert [op["value"] for op in d.patch] == [{"name": "another"}, {"name": "example"}]

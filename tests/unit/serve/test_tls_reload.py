@@ -1,0 +1,69 @@
+"""serve/tls.py directly: the context's floor, and each outcome of a certificate check."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import pytest
+
+from webhook.metrics import Metrics
+from webhook.serve import certs
+from webhook.serve.tls import CertReloader, server_context
+
+
+def _pair(directory: Path, name: str = "localhost") -> tuple[Path, Path]:
+    paths = certs.write_bundle(certs.generate([name]), directory)
+    return paths["tls.crt"], paths["tls.key"]
+
+
+def _reloads(metrics: Metrics, result: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "pullsecret_injector_certificate_reloads_total", {"result": result}
+    )
+    return value or 0.0
+
+
+@pytest.fixture
+def reloader(tmp_path: Path) -> CertReloader:
+    cert, key = _pair(tmp_path / "live")
+    return CertReloader(server_context(cert, key), cert, key, Metrics())
+
+
+def test_the_context_refuses_anything_below_tls_1_2(tmp_path: Path) -> None:
+    ctx = server_context(*_pair(tmp_path))
+    assert ctx.minimum_version is ssl.TLSVersion.TLSv1_2
+    assert ctx.options & ssl.OP_NO_COMPRESSION
+
+
+def test_unchanged_files_are_not_reloaded(reloader: CertReloader) -> None:
+    assert reloader.check() is False
+    assert _reloads(reloader.metrics, "ok") == 0
+    assert _reloads(reloader.metrics, "error") == 0
+
+
+def test_a_rotated_pair_is_loaded_once(reloader: CertReloader, tmp_path: Path) -> None:
+    cert, key = _pair(tmp_path / "new", "rotated.example")
+    reloader.cert_file.write_bytes(cert.read_bytes())
+    reloader.key_file.write_bytes(key.read_bytes())
+    assert reloader.check() is True
+    assert reloader.check() is False  # the same files again
+    assert _reloads(reloader.metrics, "ok") == 1
+
+
+def test_a_half_written_pair_keeps_the_old_certificate_and_is_retried(
+    reloader: CertReloader, tmp_path: Path
+) -> None:
+    cert, key = _pair(tmp_path / "new")
+    reloader.cert_file.write_bytes(cert.read_bytes())  # the key is still the old one
+    assert reloader.check() is False
+    assert _reloads(reloader.metrics, "error") == 1
+    reloader.key_file.write_bytes(key.read_bytes())  # the rotation completes
+    assert reloader.check() is True
+    assert _reloads(reloader.metrics, "ok") == 1
+
+
+def test_unreadable_files_count_as_an_error(reloader: CertReloader) -> None:
+    reloader.key_file.unlink()
+    assert reloader.check() is False
+    assert _reloads(reloader.metrics, "error") == 1
