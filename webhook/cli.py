@@ -142,13 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mutate.add_argument("-n", "--namespace", default="default", help="for pods without one")
     mutate.add_argument("--explain", action="store_true", help="say what was injected and why")
-    mutate.add_argument("--secret-selector", help="label selector narrowing the secrets")
-    mutate.add_argument(
-        "--private-registry",
-        dest="private_registries",
-        action="append",
-        help="registry host whose images warn when no credential matches (repeatable)",
-    )
+    add_arguments(mutate, ("secret_selector", "private_registries"), environment=False)
     mutate.set_defaults(func=cmd_mutate)
 
     from webhook.serve import certs  # noqa: PLC0415 - cryptography loads only when asked for

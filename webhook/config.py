@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -224,20 +225,31 @@ def _scalar(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per Settings field; no default here, so that unset flags leave env alone."""
-    groups = {name: parser.add_argument_group(name) for name in _GROUPS}
-    for name, info in Settings.model_fields.items():
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    fields: Iterable[str] | None = None,
+    *,
+    environment: bool = True,
+) -> None:
+    """One flag per Settings field (or per one of `fields`); no default here, so that an
+    unset flag leaves the environment alone. `environment=False` for a command that reads
+    no PSI_* variable (mutate): the help then names none."""
+    names = list(Settings.model_fields) if fields is None else list(fields)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for name in names:
+        info = Settings.model_fields[name]
         kind, repeated = _scalar(info.annotation)
         default = info.default
         if default in (None, "", ()):
             shown = "none"
         else:
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
-        text = f"{info.description} [{env_of(name)}; default: {shown}]"
+        where = f"{env_of(name)}; " if environment else ""
+        text = f"{info.description} [{where}default: {shown}]"
         text = text.replace("%", "%%")
         flag = flag_of(name, info)
-        group = groups[_group_of(info)]
+        title = _group_of(info)
+        group = groups.get(title) or groups.setdefault(title, parser.add_argument_group(title))
         if kind is bool:
             group.add_argument(
                 flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text

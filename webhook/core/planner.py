@@ -3,7 +3,7 @@
 Pure: no I/O, no clock, no Kubernetes client. Everything arrives as arguments (what the
 store knows of the cluster, plus the data hash of each source that the controller read),
 and the answer is a `Plan` of create/update/recreate/delete actions and the problems to
-report. webhook/replication/ carries plans out; tests/unit/test_replication_plan.py
+report. webhook/replication/ carries plans out; tests/unit/core/test_planner.py
 holds the rules below to a table.
 
 A *source* is a registry secret in one of the configured source namespaces carrying the

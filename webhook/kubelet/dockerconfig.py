@@ -131,7 +131,7 @@ def _parse_secret(secret_type: object, data: object, string_data: object) -> Par
     for location in locations:
         key = add_key(location)
         if key is not None:
-            keys.setdefault(key._raw, key)
+            keys.setdefault(key.raw, key)
     return ParsedDockerConfig(tuple(keys.values()))
 
 

@@ -88,6 +88,11 @@ class RegistryKey:
             raise TypeError(f"RegistryKey.key must be a str, not {type(self.key).__name__}")
         _init_key(self, self.key.encode("utf-8", "surrogatepass"))
 
+    @property
+    def raw(self) -> bytes:
+        """The key exactly as Go stores it (its identity in the keyring)."""
+        return self._raw
+
     @classmethod
     def _from_raw(cls, raw: bytes) -> RegistryKey:
         """The key exactly as Go stores it (raw bytes); ``key`` is its display text."""
@@ -170,7 +175,7 @@ def keyring_lookup(
         for key in keys:
             if not isinstance(key, RegistryKey):
                 continue
-            raw = key._raw
+            raw = key.raw
             if raw == _DEFAULT_REGISTRY_RAW:
                 hub.append(name)
             if target is not None and _matches(key, target):

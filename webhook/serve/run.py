@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -29,6 +29,10 @@ from webhook.config import Settings
 from webhook.metrics import Metrics
 from webhook.serve.app import LiveRead, create_app, create_ops_app
 from webhook.serve.tls import CertReloader, server_context
+
+if TYPE_CHECKING:  # only a live cluster loads the Kubernetes client
+    from webhook.cluster.watchers import ClusterWatcher
+    from webhook.replication.controller import Replicator
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +113,8 @@ class _State:
     """The cluster state of this process: watcher and replicator None with --objects."""
 
     store: Store
-    watcher: Any = None
-    replicator: Any = None
+    watcher: ClusterWatcher | None = None
+    replicator: Replicator | None = None
 
     def stop(self) -> None:
         if self.replicator is not None:
@@ -174,15 +178,17 @@ def _start_state(settings: Settings, store: Store, metrics: Metrics) -> _State:
         api_client = load_api_client(settings.kubeconfig, settings.context)
     except ConfigException as exc:
         raise StartupError(f"cluster access: {exc}") from exc
-    state = _State(store, ClusterWatcher(api_client, store, metrics, WatchOptions.of(settings)))
-    state.watcher.start()
+    watcher = ClusterWatcher(api_client, store, metrics, WatchOptions.of(settings))
+    watcher.start()
+    state = _State(store, watcher)
     if settings.replication_enabled:
         from webhook.replication.controller import ReplicationOptions, Replicator  # noqa: PLC0415
 
-        state.replicator = Replicator(
+        replicator = Replicator(
             api_client, store, metrics, settings, ReplicationOptions.of(settings)
         )
-        state.replicator.start()
+        replicator.start()
+        state.replicator = replicator
     return state
 
 
