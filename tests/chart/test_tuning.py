@@ -41,6 +41,8 @@ def test_the_defaults_reach_serve_as_its_own_defaults(helm: Helm) -> None:
             "lease_duration_seconds",
             "lease_renew_deadline_seconds",
             "lease_retry_period_seconds",
+            "cert_reload_seconds",
+            "max_body_bytes",
         )
     }
     assert {name: getattr(settings, name) for name in defaults} == defaults
@@ -50,9 +52,11 @@ def test_every_tuning_value_reaches_serve(helm: Helm) -> None:
     tuning = {
         "watch": {"timeoutSeconds": 120, "pageSize": 250},
         "liveReadTimeoutSeconds": 0.5,
+        "certReloadSeconds": 30,
+        "maxBodyBytes": 10_000_000,  # a large integer: rendered as one, not as 1e+07
         "replication": {
             "qps": 20,
-            "burst": 40,
+            "burst": 2_000_000,
             "workers": 4,
             "resyncSeconds": 600,
             "admissionTimeoutSeconds": 1.5,
@@ -68,7 +72,9 @@ def test_every_tuning_value_reaches_serve(helm: Helm) -> None:
     assert settings.watch_timeout_seconds == 120
     assert settings.list_page_size == 250
     assert settings.live_read_timeout == 0.5
-    assert (settings.replication_qps, settings.replication_burst) == (20, 40)
+    assert settings.cert_reload_seconds == 30
+    assert settings.max_body_bytes == 10_000_000
+    assert (settings.replication_qps, settings.replication_burst) == (20, 2_000_000)
     assert settings.replication_workers == 4
     assert settings.replication_resync_seconds == 600
     assert settings.replication_admission_timeout == 1.5

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kubernetes import client as k8s_client
 
-from webhook.cluster.reflector import Reflector, WatchOptions
+from webhook.cluster.reflector import Handler, Reflector, WatchOptions
 from webhook.cluster.secret_views import LiveReader, SecretViews, names
 from webhook.cluster.store import NAMESPACES, SECRETS, Store, freeze_heap
 from webhook.core.model import string_map
@@ -125,8 +125,8 @@ class ClusterWatcher:
         self,
         key: str,
         resource: str,
-        list_fn: Any,
-        handler: _SecretTypeHandler | _NamespaceHandler,
+        list_fn: Callable[..., Any],
+        handler: Handler,
         field_selector: str | None,
     ) -> Reflector:
         restarts = self._metrics.watch_restarts
