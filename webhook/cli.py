@@ -14,6 +14,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,8 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         "--dev",
         action="store_true",
         default=None,
-        help="without --cert-file: generate a throwaway CA and localhost certificate",
+        help="try it without a cluster: a throwaway CA and localhost certificate (unless "
+        "--cert-file), and the packaged example cluster state (unless --objects/--kubeconfig)",
     )
     p.add_argument(
         "--objects",
@@ -225,8 +227,12 @@ async def _run_servers(
 
 def _start_state(settings: Settings, store: Store, metrics: Metrics) -> tuple[Any, Any]:
     """(watcher, replicator): both None with --objects; the replicator None when disabled."""
-    if settings.objects:
-        fill_store(store, iter_objects(settings.objects))
+    objects = settings.objects
+    if not objects and settings.dev and settings.kubeconfig is None:
+        objects = (Path(str(resources.files("webhook") / "examples" / "cluster.yaml")),)
+        print(f"dev mode: example cluster state from {objects[0]}", file=sys.stderr, flush=True)
+    if objects:
+        fill_store(store, iter_objects(objects))
         freeze_heap()
         log.info(
             "cluster state loaded from manifests",
