@@ -8,7 +8,7 @@
     uid and a fixed patch (the webhook's patch for the captured pod).
 
 ``python -m bench.baselines raw|floor ...`` serves one of them with the webhook's own
-TLS context (webhook.tls.server_context), uvicorn configuration (webhook.serve.run) and
+TLS context (webhook.serve.tls.server_context), uvicorn configuration (webhook.serve.run) and
 worker model (N forked processes accepting on one shared socket).
 """
 

@@ -63,7 +63,10 @@ class Settings(BaseSettings):
         10.0, "how often the certificate files are checked for a change", "serving", gt=0
     )
     dev: bool = _f(
-        False, "without --cert-file: a throwaway CA and localhost certificate", "serving"
+        False,
+        "try it without a cluster: a throwaway CA and localhost certificate (unless "
+        "--cert-file), and the packaged example cluster state (unless --objects/--kubeconfig)",
+        "serving",
     )
     max_body_bytes: int = _f(
         DEFAULT_MAX_BODY_BYTES, "largest accepted request body (413 above)", "serving", ge=1024

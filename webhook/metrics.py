@@ -112,6 +112,12 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        self.cert_expiry = Gauge(
+            "pullsecret_injector_serving_certificate_expiry_timestamp_seconds",
+            "Not-after of the serving certificate in use, as Unix time (set at start and on "
+            "every reload).",
+            registry=r,
+        )
         # ---- project and cluster registries (webhook/replication/) ----
         self.replication_actions = Counter(
             "pullsecret_injector_replication_actions",

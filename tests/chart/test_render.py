@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-CRD_KINDS = {"Issuer", "Certificate", "ServiceMonitor"}
+CRD_KINDS = {"Issuer", "Certificate", "ServiceMonitor", "PrometheusRule"}
 K8S_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
 
 
@@ -57,6 +57,8 @@ CASES: dict[str, list[str]] = {
     "monitoring-and-network": [
         "metrics.serviceMonitor.enabled=true",
         "metrics.serviceMonitor.labels.release=prometheus",
+        "metrics.prometheusRule.enabled=true",
+        "metrics.prometheusRule.additionalLabels.release=prometheus",
         "networkPolicy.enabled=true",
         "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.kubernetes\\.io/metadata\\.name=monitoring",
         "networkPolicy.egress[0].ports[0].port=6443",
@@ -141,6 +143,10 @@ def test_crd_backed_objects_have_the_fields_their_controllers_need(
             assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
             assert endpoint["path"] == "/metrics"
             assert doc["metadata"]["labels"]["release"] == "prometheus"
+        elif doc["kind"] == "PrometheusRule":  # rules: tests/chart/test_prometheus_rules.py
+            assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+            assert doc["metadata"]["labels"]["release"] == "prometheus"
+            assert [r["alert"] for g in doc["spec"]["groups"] for r in g["rules"]]
         else:
             assert doc["apiVersion"] == "cert-manager.io/v1"
             spec = doc["spec"]

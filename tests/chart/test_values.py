@@ -27,6 +27,7 @@ LINT_CASES = {
     ],
     "everything-on": [
         "metrics.serviceMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
         "networkPolicy.enabled=true",
         "webhook.failurePolicy=Fail",
         "replicaCount=3",
@@ -51,6 +52,15 @@ def test_helm_lint_strict_fails_on_a_broken_chart(helm: Helm) -> None:
     assert result.returncode != 0
     assert "replicas" in result.stdout + result.stderr
 
+
+PROM_RULE = "metrics.prometheusRule.enabled=true"
+ALERT_KEYS = (
+    "failingOpen",
+    "apiServerFailingOpen",
+    "staleClusterState",
+    "certificateExpiring",
+    "replicationErrors",
+)
 
 # ---- values.schema.json ------------------------------------------------------------------------
 
@@ -82,6 +92,27 @@ SCHEMA_REJECTS = {
     "unknown tuning key": (["tuning.watch.timeout=5"], "additional properties 'timeout' not"),
     "zero page size": (["tuning.watch.pageSize=0"], "pageSize"),
     "no writes per second": (["tuning.replication.qps=0"], "qps"),
+    "unknown PrometheusRule key": (
+        [PROM_RULE, "metrics.prometheusRule.labels.a=b"],
+        "additional properties 'labels'",
+    ),
+    "unknown alert": (
+        [PROM_RULE, "metrics.prometheusRule.alerts.podsStuck.enabled=true"],
+        "podsStuck",
+    ),
+    "bad alert duration": ([PROM_RULE, "metrics.prometheusRule.alerts.failingOpen.for=ten"], "for"),
+    "error ratio above 1": (
+        [PROM_RULE, "metrics.prometheusRule.alerts.failingOpen.errorRatio=5"],
+        "errorRatio",
+    ),
+    "severity in ruleLabels": (
+        [PROM_RULE, "metrics.prometheusRule.ruleLabels.severity=page"],
+        "severity",
+    ),
+    "runbook URL with its own anchor": (
+        [PROM_RULE, "metrics.prometheusRule.runbookBaseUrl=https://x.example/runbooks#top"],
+        "runbookBaseUrl",
+    ),
 }
 
 
@@ -198,6 +229,10 @@ VALIDATE_FAILS = {
         ["tuning.liveReadTimeoutSeconds=5"],
         "Lower liveReadTimeoutSeconds or raise webhook.timeoutSeconds",
     ),
+    "a PrometheusRule without a rule": (
+        [PROM_RULE, *(f"metrics.prometheusRule.alerts.{a}.enabled=false" for a in ALERT_KEYS)],
+        "Enable an alert, or set metrics.prometheusRule.enabled=false",
+    ),
 }
 
 
@@ -219,6 +254,7 @@ def test_the_fixes_the_messages_suggest_do_render(helm: Helm) -> None:
         ["serviceAccount.create=false", "serviceAccount.name=psi"],
         ["replication.enabled=false"],
         ["certificates.selfSigned.validityDays=3650"],
+        [f"metrics.prometheusRule.alerts.{a}.enabled=false" for a in ALERT_KEYS],
     ):
         result = helm.template(*fix)
         assert result.returncode == 0, f"{fix}: {result.stderr}"

@@ -1,76 +1,27 @@
-"""The webhook in front of a real API server: pods leave admission with their pull secrets.
-
-Run against any cluster (docs/live-state.md):  KUBECONFIG=... pytest -m e2e tests/e2e
+"""The installed webhook in front of a real API server: pods leave admission with their pull
+secrets (these use made-up registries: what is stored, not what is pulled; test_pulls.py
+pulls for real). Run with scripts/e2e, or see tests/e2e/conftest.py.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
 import pytest
-from e2e_support import RUN_LABEL, Webhook, wait_for
+from e2e_support import (
+    OPT_OUT,
+    Webhook,
+    pod,
+    pod_spec,
+    pull_secrets,
+    registry_secret,
+    service_account,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
 REGISTRY = "registry.example.com"
-
-
-def docker_config(*hosts: str, password: str = "e2e-not-a-real-password") -> dict[str, str]:
-    token = base64.b64encode(f"e2e:{password}".encode()).decode()
-    config = {"auths": {h: {"auth": token} for h in hosts}}
-    return {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()}
-
-
-def namespace(hook: Webhook, name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": name, "labels": {RUN_LABEL: hook.run}},
-    }
-
-
-def service_account(ns: str) -> dict[str, Any]:
-    """A control plane without controller-manager (envtest) makes no default ServiceAccount."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {"name": "default", "namespace": ns},
-    }
-
-
-def registry_secret(ns: str, name: str, *hosts: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": name, "namespace": ns},
-        "type": "kubernetes.io/dockerconfigjson",
-        "data": docker_config(*hosts),
-    }
-
-
-def pod_spec(*images: str, pull_secrets: tuple[str, ...] = ()) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "automountServiceAccountToken": False,
-        "containers": [{"name": f"c{i}", "image": image} for i, image in enumerate(images)],
-    }
-    if pull_secrets:
-        spec["imagePullSecrets"] = [{"name": n} for n in pull_secrets]
-    return spec
-
-
-def pod(ns: str, name: str, *images: str, **kw: Any) -> dict[str, Any]:
-    annotations = kw.pop("annotations", None)
-    meta: dict[str, Any] = {"name": name, "namespace": ns}
-    if annotations:
-        meta["annotations"] = annotations
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec(*images, **kw)}
-
-
-def pull_secrets(obj: dict[str, Any] | None) -> list[str]:
-    assert obj is not None
-    return [ref["name"] for ref in obj["spec"].get("imagePullSecrets", [])]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +29,7 @@ def team(webhook: Webhook) -> str:
     """A namespace with two registry secrets and an Opaque one, known to the webhook."""
     ns = webhook.namespace("team")
     webhook.kubectl.apply(
-        namespace(webhook, ns),
+        webhook.ns("team"),
         service_account(ns),
         registry_secret(ns, "regcred", REGISTRY),
         registry_secret(ns, "quay", "quay.io"),
@@ -127,7 +78,7 @@ def test_the_pod_opt_out_annotation(webhook: Webhook, team: str) -> None:
             team,
             "opted-out",
             f"{REGISTRY}/team/app:1",
-            annotations={"pullsecret-injector.io/inject": "false"},
+            annotations=OPT_OUT,
         )
     )
     assert pull_secrets(webhook.kubectl.get("pod", "opted-out", team)) == []
@@ -157,17 +108,10 @@ def test_pods_of_a_deployment(webhook: Webhook, team: str) -> None:
     )
 
     def pods() -> list[dict[str, Any]]:
-        out = webhook.kubectl("get", "pods", "-n", team, "-l", "app=web", "-o", "json")
-        items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
+        items = webhook.kubectl.items("pods", team, "-l", "app=web")
         return items if len(items) >= 2 else []
 
-    try:
-        made = wait_for(pods, "the Deployment's pods", timeout=60)
-    except AssertionError:
-        replicasets = webhook.kubectl("get", "replicasets", "-n", team, "-o", "name").stdout
-        if not replicasets.strip():
-            pytest.skip("no controller-manager in this control plane: Deployments make no pods")
-        raise
+    made = wait_for(pods, "the Deployment's pods", timeout=60)
     for item in made:
         assert pull_secrets(item) == ["regcred"], item["metadata"]["name"]
 
@@ -176,7 +120,7 @@ def test_a_namespace_and_its_workload_in_one_apply(webhook: Webhook) -> None:
     """The webhook has not seen the namespace yet: one live read serves the first pod."""
     ns = webhook.namespace("fresh")
     webhook.kubectl.apply(
-        namespace(webhook, ns),
+        webhook.ns("fresh"),
         service_account(ns),
         registry_secret(ns, "pull", REGISTRY),
         pod(ns, "first", f"{REGISTRY}/team/app:1"),

@@ -18,6 +18,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -159,8 +160,12 @@ async def _run_servers(
 
 
 def _start_state(settings: Settings, store: Store, metrics: Metrics) -> _State:
-    if settings.objects:
-        fill_store(store, iter_objects(settings.objects))
+    objects = settings.objects
+    if not objects and settings.dev and settings.kubeconfig is None:
+        objects = (Path(str(resources.files("webhook") / "examples" / "cluster.yaml")),)
+        print(f"dev mode: example cluster state from {objects[0]}", file=sys.stderr, flush=True)
+    if objects:
+        fill_store(store, iter_objects(objects))
         freeze_heap()
         log.info(
             "cluster state loaded from manifests",

@@ -28,6 +28,14 @@ def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     return ctx
 
 
+def certificate_not_after(cert_file: Path) -> float:
+    """The not-after of the first (the serving) certificate of a PEM file, as Unix time."""
+    from cryptography import x509  # noqa: PLC0415 - loaded by `serve` only, as in cli.py
+
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    return cert.not_valid_after_utc.timestamp()
+
+
 def _digest(*files: Path) -> str:
     h = hashlib.sha256()
     for f in files:
@@ -46,6 +54,7 @@ class CertReloader:
         self.key_file = key_file
         self.metrics = metrics
         self._digest = _digest(cert_file, key_file)
+        self._export_expiry()
 
     def check(self) -> bool:
         """Reload if the files changed; True when a new certificate was loaded.
@@ -69,8 +78,16 @@ class CertReloader:
             return False
         self._digest = digest
         self.metrics.cert_reloads.labels("ok").inc()
+        self._export_expiry()
         log.info("serving certificate reloaded", extra={"cert_file": str(self.cert_file)})
         return True
+
+    def _export_expiry(self) -> None:
+        """Export the loaded certificate's not-after (the CertificateExpiring alert's input)."""
+        try:
+            self.metrics.cert_expiry.set(certificate_not_after(self.cert_file))
+        except (OSError, ValueError) as exc:  # unreadable now: keep the last value
+            log.warning("serving certificate expiry unreadable", extra={"error": str(exc)})
 
     async def run(self, interval: float) -> None:
         while True:
