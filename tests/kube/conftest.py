@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 from kube_apiserver import ApiServer, Cluster, kubeconfig_text
+from kube_apiserver_ops import OpsApiServer
 from kube_apiserver_writes import WritableApiServer, WritableCluster
 from kube_support import Harness, Tls
+from ops_support import Install, install
 from replication_support import Replica, make_cluster
 
 
@@ -85,3 +87,15 @@ def replicas(kubeconfig: Path) -> Iterator[Callable[..., Replica]]:
     yield make
     for replica in made:
         replica.stop()
+
+
+@pytest.fixture
+def ops(tls: Tls, tmp_path: Path) -> Iterator[tuple[Install, Path]]:
+    """The chart installed on the local API server (explain, doctor), and a kubeconfig."""
+    server = OpsApiServer(WritableCluster(), ssl_context=tls.server).start()
+    inst = install(server, tmp_path)
+    kubeconfig = tmp_path / "ops-kubeconfig"
+    kubeconfig.write_text(kubeconfig_text(server, str(tls.ca_file)))
+    yield inst, kubeconfig
+    inst.tls.stop()
+    server.stop()

@@ -8,6 +8,8 @@
   TLS, the garbage collector, log handlers, FastAPI, the Kubernetes client...).
 - ``webhook.cluster`` never imports ``serve``, ``replication`` or ``cli``;
   ``webhook.replication`` never ``serve`` or ``cli``; ``webhook.serve`` never ``cli``.
+- ``webhook.ops`` (the CLI's explain and doctor) reads ``cluster`` and ``core``, never
+  ``serve``, ``replication`` or ``cli``; nothing imports it but ``webhook.cli``.
 - ``webhook.config`` and ``webhook.metrics`` are leaves every layer may read: config
   imports only ``webhook.kubelet``, metrics nothing of ours.
 
@@ -82,9 +84,13 @@ RULES = (
     ),
     Rule("webhook.config", ours=("webhook.kubelet",)),
     Rule("webhook.metrics", ours=()),
-    Rule("webhook.cluster", forbid=("webhook.serve", "webhook.replication", "webhook.cli")),
-    Rule("webhook.replication", forbid=("webhook.serve", "webhook.cli")),
-    Rule("webhook.serve", forbid=("webhook.cli",)),
+    Rule(
+        "webhook.cluster",
+        forbid=("webhook.serve", "webhook.replication", "webhook.cli", "webhook.ops"),
+    ),
+    Rule("webhook.replication", forbid=("webhook.serve", "webhook.cli", "webhook.ops")),
+    Rule("webhook.serve", forbid=("webhook.cli", "webhook.ops")),
+    Rule("webhook.ops", forbid=("webhook.serve", "webhook.replication", "webhook.cli")),
 )
 
 
@@ -190,6 +196,9 @@ def test_every_module_of_the_package_falls_under_a_rule_or_is_the_top() -> None:
         ("webhook.cluster.x", "from webhook.replication import controller\n", "must not import"),
         ("webhook.replication.x", "from webhook.serve import app\n", "must not import"),
         ("webhook.serve.x", "from webhook.cli import main\n", "must not import"),
+        ("webhook.serve.x", "from webhook.ops import doctor\n", "must not import"),
+        ("webhook.cluster.x", "from webhook.ops.explain import explain_live\n", "must not import"),
+        ("webhook.ops.x", "from webhook.serve.app import create_app\n", "must not import"),
         ("webhook.metrics", "from webhook.cluster.store import Store\n", "may only import"),
         ("webhook.config", "from webhook.cluster import store\n", "may only import"),
     ],
@@ -208,6 +217,10 @@ def test_a_violation_is_caught(module: str, source: str, expected: str) -> None:
         ("webhook.core.x", "from . import model\nfrom .model import RegistrySecret\n"),
         ("webhook.cluster.x", "import threading\nfrom webhook.core.model import RegistrySecret\n"),
         ("webhook.serve.x", "from webhook.replication.controller import Replicator\n"),
+        (
+            "webhook.ops.x",
+            "from webhook.cluster import livestate\nfrom webhook.core import model\n",
+        ),
     ],
 )
 def test_what_the_layering_allows(module: str, source: str) -> None:

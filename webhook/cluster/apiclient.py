@@ -124,10 +124,44 @@ class RawApi:
         content_type: str = "application/json",
         timeout: Timeout = (5.0, 10.0),
     ) -> dict[str, Any]:
-        params = list(query.items()) if isinstance(query, Mapping) else list(query or ())
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = content_type
+        status, reason, data = self._call(
+            method, path, query=query, headers=headers, body=body, timeout=timeout
+        )
+        if not 200 <= status <= 299:
+            raise ApiException(
+                status=status,
+                reason=reason,
+                body=data.decode("utf-8", "replace") if data else None,
+            )
+        if not data:
+            return {}
+        parsed = orjson.loads(data)
+        return parsed if isinstance(parsed, dict) else {}
+
+    def get_text(self, path: str, *, timeout: Timeout = (5.0, 30.0)) -> tuple[int, str]:
+        """(HTTP status, body text) of a GET of any content type (a service proxy's
+        /metrics is not JSON); no exception for a non-2xx status."""
+        headers = {"Accept": "*/*"}
+        status, _, data = self._call(
+            "GET", path, query=None, headers=headers, body=None, timeout=timeout
+        )
+        return status, data.decode("utf-8", "replace")
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | Sequence[tuple[str, str]] | None,
+        headers: dict[str, str],
+        body: Any,
+        timeout: Timeout,
+    ) -> tuple[int, str, bytes]:
+        """(status, reason, body bytes) of one request; the connection goes back to the pool."""
+        params = list(query.items()) if isinstance(query, Mapping) else list(query or ())
         serialized = self._client.param_serialize(
             method=method,
             resource_path=path,
@@ -146,16 +180,7 @@ class RawApi:
             release = getattr(response.response, "release_conn", None)
             if callable(release):
                 release()
-        if not 200 <= response.status <= 299:
-            raise ApiException(
-                status=response.status,
-                reason=response.reason,
-                body=data.decode("utf-8", "replace") if data else None,
-            )
-        if not data:
-            return {}
-        parsed = orjson.loads(data)
-        return parsed if isinstance(parsed, dict) else {}
+        return int(response.status), str(response.reason or ""), data
 
 
 def cut(response: Any) -> None:

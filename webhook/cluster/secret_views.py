@@ -48,7 +48,7 @@ def names(obj: Any) -> tuple[str, str]:
     return (ns if isinstance(ns, str) else ""), (name if isinstance(name, str) else "")
 
 
-class _ParseCache:
+class ParseCache:
     """Parsed docker configs by a digest of the secret's data.
 
     Large clusters hold many copies of one registry (a project or cluster registry copied
@@ -85,6 +85,25 @@ class _ParseCache:
         return parsed
 
 
+def reduce_secret(obj: Mapping[str, Any], cache: ParseCache) -> RegistrySecret | None:
+    """core.model.secret_from_object with the parse memoised; None when not a registry.
+
+    The watchers' reduction, and the CLI's (cluster/livestate.py): namespace, name, type,
+    labels, our annotations and the registry keys; never a credential."""
+    try:
+        return secret_from_object(obj, parse=cache.parse)
+    except Exception as exc:  # a parser bug must not stop the watch, nor leak the data
+        namespace, name = names(obj)
+        log.error(
+            "registry secret could not be parsed",
+            extra={"namespace": namespace, "secret": name, "error_type": type(exc).__name__},
+        )
+        parsed = ParsedDockerConfig(keys=(), error=f"internal error ({type(exc).__name__})")
+        meta = obj.get("metadata")
+        labels = string_map(meta.get("labels") if isinstance(meta, Mapping) else None)
+        return registry_secret(namespace, name, str(obj.get("type")), parsed, labels=labels)
+
+
 @dataclass(eq=False)
 class _LiveRead:
     """A live read in flight; watch events during it win over its (possibly older) answer."""
@@ -105,22 +124,11 @@ class SecretViews:
             t: {} for t in REGISTRY_SECRET_TYPES
         }
         self._live: dict[str, _LiveRead] = {}
-        self._parse_cache = _ParseCache()
+        self._parse_cache = ParseCache()
 
     def to_secret(self, obj: Mapping[str, Any]) -> RegistrySecret | None:
-        """core.model.secret_from_object with the parse memoised; None when not a registry."""
-        try:
-            return secret_from_object(obj, parse=self._parse_cache.parse)
-        except Exception as exc:  # a parser bug must not stop the watch, nor leak the data
-            namespace, name = names(obj)
-            log.error(
-                "registry secret could not be parsed",
-                extra={"namespace": namespace, "secret": name, "error_type": type(exc).__name__},
-            )
-            parsed = ParsedDockerConfig(keys=(), error=f"internal error ({type(exc).__name__})")
-            meta = obj.get("metadata")
-            labels = string_map(meta.get("labels") if isinstance(meta, Mapping) else None)
-            return registry_secret(namespace, name, str(obj.get("type")), parsed, labels=labels)
+        """:func:`reduce_secret` with this view's parse cache."""
+        return reduce_secret(obj, self._parse_cache)
 
     # ---- a stream's full list -----------------------------------------------------------
     def replace_type(self, secret_type: str, items: Iterable[Mapping[str, Any]]) -> int:
