@@ -88,6 +88,25 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
         help="copy annotated source registries into the namespaces they select, and create "
         "missing copies at admission (default: on; a live cluster only)",
     )
+    p.add_argument(
+        "--recovery-mode",
+        choices=["evict", "event", "off"],
+        help="stuck pods (ImagePullBackOff) that a registry secret now serves: evict owned "
+        "ones so their controller recreates them injected, or only report (event), or off "
+        "(default: evict; a live cluster only)",
+    )
+    p.add_argument(
+        "--recovery-evictions-per-minute",
+        type=float,
+        help="cluster-wide limit of stuck-pod evictions (default 10)",
+    )
+    p.add_argument(
+        "--recovery-exclude-namespace",
+        dest="recovery_exclude_namespaces",
+        action="append",
+        help="namespace whose stuck pods are never acted on (repeatable; the webhook's "
+        "excluded namespaces: a replacement there would not be injected)",
+    )
     p.add_argument("--max-body-bytes", type=int, help="largest accepted request body")
     p.add_argument("--live-read-timeout", type=float, help="seconds for a never-seen namespace")
     p.add_argument("--workers", type=int, help="serving processes (default 1)")
@@ -223,8 +242,8 @@ async def _run_servers(
             await tasks[1]
 
 
-def _start_state(settings: Settings, store: Store, metrics: Metrics) -> tuple[Any, Any]:
-    """(watcher, replicator): both None with --objects; the replicator None when disabled."""
+def _start_state(settings: Settings, store: Store, metrics: Metrics) -> tuple[Any, Any, Any]:
+    """(watcher, replicator, recovery): None with --objects; each None when disabled."""
     if settings.objects:
         fill_store(store, iter_objects(settings.objects))
         freeze_heap()
@@ -232,7 +251,7 @@ def _start_state(settings: Settings, store: Store, metrics: Metrics) -> tuple[An
             "cluster state loaded from manifests",
             extra={"secrets": store.secret_count(), "namespaces": len(store.namespaces())},
         )
-        return None, None
+        return None, None, None
     from kubernetes.config.config_exception import ConfigException  # noqa: PLC0415
 
     from webhook import kube  # noqa: PLC0415 - only a live cluster needs the client
@@ -249,7 +268,12 @@ def _start_state(settings: Settings, store: Store, metrics: Metrics) -> tuple[An
 
         replicator = Replicator(api_client, store, metrics, settings)
         replicator.start()
-    return watcher, replicator
+    from webhook import recovery  # noqa: PLC0415
+
+    stuck = recovery.build(api_client, store, metrics, settings, replicator)
+    if stuck is not None:
+        stuck.start()  # under the replicator's Lease, or its own when replication is off
+    return watcher, replicator, stuck
 
 
 def _serve_one(settings: Settings, tls_files: tuple[Path, Path], listeners: _Listeners) -> int:
@@ -257,7 +281,7 @@ def _serve_one(settings: Settings, tls_files: tuple[Path, Path], listeners: _Lis
     store = Store()  # replication, when on, listens to its changes
     metrics = Metrics()
     try:
-        watcher, replicator = _start_state(settings, store, metrics)
+        watcher, replicator, stuck = _start_state(settings, store, metrics)
     except (ManifestError, StartupError) as exc:
         print(f"pullsecret-injector serve: {exc}", file=sys.stderr)
         return 2
@@ -274,6 +298,8 @@ def _serve_one(settings: Settings, tls_files: tuple[Path, Path], listeners: _Lis
             )
         )
     finally:
+        if stuck is not None:
+            stuck.stop()
         if replicator is not None:
             replicator.stop()  # releases the Lease: another replica takes over at once
         if watcher is not None:

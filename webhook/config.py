@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     release_namespace: str = "default"
     source_namespaces: Annotated[tuple[str, ...], NoDecode] = ()
     replication_enabled: bool = True
+    # Stuck-pod recovery (webhook/recovery.py): evict | event | off.
+    recovery_mode: Literal["evict", "event", "off"] = "evict"
+    recovery_evictions_per_minute: float = Field(10.0, gt=0)
+    recovery_exclude_namespaces: Annotated[tuple[str, ...], NoDecode] = ()
 
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024)
     live_read_timeout: float = Field(1.0, gt=0)
@@ -55,7 +59,13 @@ class Settings(BaseSettings):
             raise ValueError(f"secret_selector: {exc}") from exc
         return value
 
-    @field_validator("private_registries", "source_namespaces", "objects", mode="before")
+    @field_validator(
+        "private_registries",
+        "source_namespaces",
+        "objects",
+        "recovery_exclude_namespaces",
+        mode="before",
+    )
     @classmethod
     def _split_lists(cls, value: object) -> object:
         """Environment variables hold lists comma-separated: PSI_PRIVATE_REGISTRIES=a,b."""

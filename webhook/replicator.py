@@ -228,6 +228,8 @@ class Replicator:
         self._elector: LeaderElector | None = None
         self._started = False
         self.passes = 0  # completed passes (tests and the benchmark wait on it)
+        # (on_started, on_stopped) of controllers under the same Lease (webhook/recovery.py)
+        self._leader_hooks: list[tuple[Callable[[], None], Callable[[], None]]] = []
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -293,6 +295,7 @@ class Replicator:
             )
             self._loop_thread.start()
         log.info("replication controller running")
+        self._run_leader_hooks(started=True)
 
     def _stop_loop(self) -> None:
         with self._lock:
@@ -313,6 +316,7 @@ class Replicator:
             self._retry.clear()
             self._expect.clear()
         log.info("replication controller stopped")
+        self._run_leader_hooks(started=False)
 
     # ---- store listener (watch threads: quick) ---------------------------------------------
     def _on_change(self, change: Change) -> None:
@@ -1058,6 +1062,24 @@ class Replicator:
                     },
                 )
         return created
+
+    # ---- other controllers under the same Lease (webhook/recovery.py) ------------------------
+    def add_leader_hooks(
+        self, on_started: Callable[[], None], on_stopped: Callable[[], None]
+    ) -> None:
+        """Run `on_started`/`on_stopped` whenever this replica starts/stops leading."""
+        with self._lock:
+            self._leader_hooks.append((on_started, on_stopped))
+            leading = self._running is not None
+        if leading:
+            on_started()
+
+    def _run_leader_hooks(self, *, started: bool) -> None:
+        for on_started, on_stopped in list(self._leader_hooks):
+            try:
+                (on_started if started else on_stopped)()
+            except Exception:
+                log.exception("a controller under the replication Lease failed to start/stop")
 
     # ---- for tests and operators -------------------------------------------------------------
     def request_full_reconcile(self) -> None:
