@@ -77,6 +77,8 @@ SCHEMA_REJECTS = {
         "operator",
     ),
     "bad duration": (["certificates.certManager.duration=90d"], "duration"),
+    "recovery mode enum": (["recovery.mode=delete"], "mode"),
+    "no evictions per minute": (["recovery.evictionsPerMinute=0"], "evictionsPerMinute"),
 }
 
 
@@ -277,6 +279,7 @@ def test_values_yaml_parses_and_matches_the_documented_defaults() -> None:
     assert values["webhook"]["failurePolicy"] == "Ignore"
     assert values["webhook"]["timeoutSeconds"] == 3
     assert values["replication"]["enabled"] is True
+    assert values["recovery"] == {"mode": "evict", "evictionsPerMinute": 10}
     assert values["serviceAccount"]["automountServiceAccountToken"] is False
     assert values["podDisruptionBudget"]["enabled"] is True
     assert values["certificates"]["mode"] == "selfSigned"
