@@ -61,6 +61,7 @@ class Replica:
             backoff_cap_seconds=0.2,
         )
         settings = Settings(dev=True, release_namespace=REL, source_namespaces=source_namespaces)
+        self.settings = settings
         self.replicator = Replicator(
             self.api, self.store, self.metrics, settings, options, identity=identity
         )

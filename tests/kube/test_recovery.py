@@ -8,28 +8,37 @@ Events, and the pods left standing.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from helpers import wait_for
+from helpers import REVIEWS, wait_for
 from kube_apiserver_pods import PODS, PodApiServer, PodCluster
+from kube_apiserver_writes import LEASES
 from kube_support import Tls
 from kubernetes import client as k8s_client
 from recovery_support import (
     ACTIONS,
     IMAGE,
     PASSWORD,
+    REG,
     REL,
     Controller,
     add_secret,
     make_cluster,
     options,
 )
+from replication_support import FAST, FAST_LEASE, add_source
 
+from webhook.app import create_app
+from webhook.leader import micro_time
 from webhook.recovery import EVICTED_REASON, MISSING_REASON
 from webhook.recovery_plan import Mode
 
@@ -338,3 +347,116 @@ def test_the_pod_watch_asks_only_for_pending_pods_and_forgets_started_ones(
     add_secret(cluster, "team-a")
     wait_for(lambda: evicted(cluster, "team-a", "web-1"), "the eviction after a re-list")
     assert c.metric("pullsecret_injector_watch_restarts_total", resource="pods", reason="expired")
+
+
+# ---- under the replication Lease -------------------------------------------------------------
+
+
+def test_it_runs_under_the_replication_lease_and_acts_on_replication_copies(
+    cluster: PodCluster, replicas: Callable[..., Any], controllers: Callable[..., Controller]
+) -> None:
+    """A project registry reaches the namespace as a copy: the copy is the trigger."""
+    cluster.create_namespace("team-a", {"team": "a"})
+    cluster.create_pod("team-a", "web-1", IMAGE, owner=RS)
+    replica = replicas()
+    c = controllers(
+        leadership=replica.replicator, store=replica.store, metrics=replica.metrics, start=False
+    )
+    c.start()  # the replicator leads already: recovery starts with it
+    wait_for(c.ready, "recovery's first pass")
+    stuck(c, cluster, "team-a", "web-1")
+    quiet(c)
+    assert cluster.evictions == []
+    add_source(cluster, selector="team=a", hosts=(REG,))
+    wait_for(lambda: evicted(cluster, "team-a", "web-1"), "the eviction")
+    (event,) = wait_for(lambda: cluster.events_for("web-1", EVICTED_REASON), "the Event")
+    assert "reg" in event["message"]
+    replica.stop()  # the Replicator stops leading: so does recovery
+    assert not c.recovery.is_leading and c.recovery.pods is None
+
+
+def test_a_follower_neither_watches_pods_nor_evicts_until_it_holds_the_lease(
+    cluster: PodCluster,
+    replicas: Callable[..., Any],
+    controllers: Callable[..., Controller],
+    apiserver: PodApiServer,
+) -> None:
+    cluster.create_namespace("team-a")
+    cluster.create_pod("team-a", "web-1", IMAGE, owner=RS)
+    cluster.pull_fails("team-a", "web-1")
+    add_secret(cluster, "team-a")
+    now = micro_time()
+    spec = {
+        "holderIdentity": "elsewhere",
+        "leaseDurationSeconds": 3600,
+        "acquireTime": now,
+        "renewTime": now,
+    }
+    body = {"metadata": {"name": "pullsecret-injector"}, "spec": spec}
+    cluster.create_object(LEASES, REL, body, manager="test")
+    replica = replicas(options=dataclasses.replace(FAST, leader_election=True, timings=FAST_LEASE))
+    c = controllers(
+        leadership=replica.replicator, store=replica.store, metrics=replica.metrics, start=False
+    )
+    c.start()
+    wait_for(lambda: replica.replicator.elector.observed_holder, "the other holder seen")
+    time.sleep(0.5)
+    assert not c.recovery.is_leading
+    assert apiserver.requests_for(PODS, watch=False) == []
+    assert cluster.evictions == []
+
+    cluster.patch_object(  # the other holder releases the Lease
+        LEASES,
+        REL,
+        "pullsecret-injector",
+        "application/merge-patch+json",
+        {"spec": {"holderIdentity": ""}},
+    )
+    wait_for(lambda: evicted(cluster, "team-a", "web-1"), "the eviction by the new leader")
+
+
+def test_dry_run_admission_triggers_nothing(
+    cluster: PodCluster,
+    replicas: Callable[..., Any],
+    controllers: Callable[..., Controller],
+) -> None:
+    """A dry-run admission creates no copy, so recovery has nothing new; a real one does."""
+    cluster.create_namespace("team-a", {"team": "a"})
+    cluster.create_pod("team-a", "web-1", IMAGE, owner=RS)
+    cluster.pull_fails("team-a", "web-1")
+    add_source(cluster, selector="team=a", hosts=(REG,))
+    now = micro_time()
+    spec = {
+        "holderIdentity": "elsewhere",
+        "leaseDurationSeconds": 3600,
+        "acquireTime": now,
+        "renewTime": now,
+    }
+    cluster.create_object(
+        LEASES, REL, {"metadata": {"name": "pullsecret-injector"}, "spec": spec}, manager="test"
+    )
+    # a replica that serves admission but does not lead: no replication controller runs
+    replica = replicas(options=dataclasses.replace(FAST, leader_election=True, timings=FAST_LEASE))
+    c = controllers(store=replica.store, metrics=replica.metrics)  # recovery leads on its own
+    app = create_app(replica.settings, replica.store, replica.metrics, None, replica.replicator)
+    review = json.loads((REVIEWS / "v1-create-pod-dry-run.json").read_text())
+    assert review["request"]["dryRun"] is True and review["request"]["namespace"] == "team-a"
+
+    async def post(doc: dict[str, Any]) -> dict[str, Any]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://webhook") as client:
+            response = await client.post("/mutate", json=doc)
+        assert response.status_code == 200
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    answer = asyncio.run(post(review))
+    assert answer["response"]["allowed"] is True
+    quiet(c, 0.5)
+    assert cluster.secret("team-a", "reg") is None  # no copy made on a dry run...
+    assert cluster.evictions == []  # ...so nothing to recover with
+
+    review["request"]["dryRun"] = False
+    asyncio.run(post(review))
+    assert cluster.secret("team-a", "reg") is not None  # the copy, made at admission
+    wait_for(lambda: evicted(cluster, "team-a", "web-1"), "the eviction")
