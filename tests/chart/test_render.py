@@ -582,7 +582,7 @@ def test_recovery_rbac_never_grants_pod_deletes_or_writes(
 ) -> None:
     _, docs = rendered
     for role in (d for d in docs if d["kind"].endswith("Role")):
-        for group, resource, verb in _grants(role):
+        for _group, resource, verb in _grants(role):
             if resource.startswith("pods"):
                 assert (resource, verb) in {
                     ("pods", "get"),

@@ -375,6 +375,20 @@ def test_it_runs_under_the_replication_lease_and_acts_on_replication_copies(
     assert not c.recovery.is_leading and c.recovery.pods is None
 
 
+def follower(cluster: PodCluster, replicas: Callable[..., Any]) -> Any:
+    """A replica (watcher + replicator) while another holds the Lease for an hour."""
+    now = micro_time()
+    spec = {
+        "holderIdentity": "elsewhere",
+        "leaseDurationSeconds": 3600,
+        "acquireTime": now,
+        "renewTime": now,
+    }
+    body = {"metadata": {"name": "pullsecret-injector"}, "spec": spec}
+    cluster.create_object(LEASES, REL, body, manager="test")
+    return replicas(options=dataclasses.replace(FAST, leader_election=True, timings=FAST_LEASE))
+
+
 def test_a_follower_neither_watches_pods_nor_evicts_until_it_holds_the_lease(
     cluster: PodCluster,
     replicas: Callable[..., Any],
@@ -385,16 +399,7 @@ def test_a_follower_neither_watches_pods_nor_evicts_until_it_holds_the_lease(
     cluster.create_pod("team-a", "web-1", IMAGE, owner=RS)
     cluster.pull_fails("team-a", "web-1")
     add_secret(cluster, "team-a")
-    now = micro_time()
-    spec = {
-        "holderIdentity": "elsewhere",
-        "leaseDurationSeconds": 3600,
-        "acquireTime": now,
-        "renewTime": now,
-    }
-    body = {"metadata": {"name": "pullsecret-injector"}, "spec": spec}
-    cluster.create_object(LEASES, REL, body, manager="test")
-    replica = replicas(options=dataclasses.replace(FAST, leader_election=True, timings=FAST_LEASE))
+    replica = follower(cluster, replicas)
     c = controllers(
         leadership=replica.replicator, store=replica.store, metrics=replica.metrics, start=False
     )
@@ -425,18 +430,7 @@ def test_dry_run_admission_triggers_nothing(
     cluster.create_pod("team-a", "web-1", IMAGE, owner=RS)
     cluster.pull_fails("team-a", "web-1")
     add_source(cluster, selector="team=a", hosts=(REG,))
-    now = micro_time()
-    spec = {
-        "holderIdentity": "elsewhere",
-        "leaseDurationSeconds": 3600,
-        "acquireTime": now,
-        "renewTime": now,
-    }
-    cluster.create_object(
-        LEASES, REL, {"metadata": {"name": "pullsecret-injector"}, "spec": spec}, manager="test"
-    )
-    # a replica that serves admission but does not lead: no replication controller runs
-    replica = replicas(options=dataclasses.replace(FAST, leader_election=True, timings=FAST_LEASE))
+    replica = follower(cluster, replicas)  # serves admission; no replication controller runs
     c = controllers(store=replica.store, metrics=replica.metrics)  # recovery leads on its own
     app = create_app(replica.settings, replica.store, replica.metrics, None, replica.replicator)
     review = json.loads((REVIEWS / "v1-create-pod-dry-run.json").read_text())
