@@ -202,6 +202,8 @@ def latency(pods: int, namespaces: int, evictions_per_minute: float) -> dict[str
             created[ns] = time.monotonic()
         _wait_evictions(cluster, pods, 600)
         after = run.ask()
+        if len(cluster.evictions) != pods:  # each pod once, none refused
+            raise RuntimeError(f"{len(cluster.evictions)} eviction requests for {pods} pods")
         per_pod = sorted(
             at - created[key.split("/", 1)[0]] for key, at in cluster.evicted_at.items()
         )

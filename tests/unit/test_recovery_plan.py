@@ -459,3 +459,21 @@ def test_backoff_does_not_grow_for_siblings_evicted_in_one_wave() -> None:
     sibling = next_backoff(first, _info(CREATED), T0 + 1, base=60, cap=300)
     assert sibling.failures == 1
     assert sibling.since == T0 + 1
+
+
+# ---- the controller's rate limit (pure given a clock) ---------------------------------------
+
+
+def test_rate_limit_gives_a_burst_then_one_token_per_interval() -> None:
+    from webhook.recovery import RateLimit  # noqa: PLC0415
+
+    now = [0.0]
+    limit = RateLimit(10 / 60, 10, clock=lambda: now[0])  # the default: 10 a minute
+    assert [limit.take() for _ in range(10)] == [0.0] * 10
+    assert limit.take() == pytest.approx(6.0)  # the 11th waits one interval
+    now[0] = 5.9
+    assert limit.take() == pytest.approx(0.1)
+    now[0] = 6.0
+    assert limit.take() == 0.0
+    now[0] = 600.0  # a long pause saves no more than the burst
+    assert sum(limit.take() == 0.0 for _ in range(20)) == 10

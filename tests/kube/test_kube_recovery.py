@@ -21,7 +21,7 @@ import httpx
 import pytest
 from helpers import REVIEWS, wait_for
 from kube_apiserver_pods import PODS, PodApiServer, PodCluster
-from kube_apiserver_writes import LEASES
+from kube_apiserver_writes import LEASES, Write
 from kube_support import Tls
 from kubernetes import client as k8s_client
 from recovery_support import (
@@ -454,3 +454,34 @@ def test_dry_run_admission_triggers_nothing(
     asyncio.run(post(review))
     assert cluster.secret("team-a", "reg") is not None  # the copy, made at admission
     wait_for(lambda: evicted(cluster, "team-a", "web-1"), "the eviction")
+
+
+def test_a_pod_replaced_under_the_same_name_is_not_evicted_in_its_place(
+    cluster: PodCluster, controllers: Callable[..., Controller], apiserver: PodApiServer
+) -> None:
+    """A StatefulSet recreates its pod under the same name between the plan and the eviction:
+    the uid precondition refuses (409) and the new pod is judged on its own."""
+    cluster.create_namespace("team-a")
+    cluster.create_pod("team-a", "db-0", IMAGE, owner=("StatefulSet", "db"))
+    c = controllers()
+    stuck(c, cluster, "team-a", "db-0")
+    replaced: list[str] = []
+
+    def recreate_first(write: Write) -> None:
+        if write.path.endswith("/eviction") and not replaced:
+            old = cluster.pod("team-a", "db-0")
+            assert old is not None
+            replaced.append(old["metadata"]["uid"])
+            cluster.delete_object(PODS, "team-a", "db-0", {})
+            cluster.create_pod(
+                "team-a", "db-0", IMAGE, owner=("StatefulSet", "db"), pull_secrets=("reg",)
+            )
+
+    apiserver.write_hook = recreate_first
+    add_secret(cluster, "team-a")
+    wait_for(lambda: ("team-a", "db-0", 409) in cluster.evictions, "the refused eviction")
+    wait_for(lambda: c.metric(ACTIONS, action="evict", result="gone") == 1, "counted as gone")
+    quiet(c)
+    new = cluster.pod("team-a", "db-0")
+    assert new is not None and new["metadata"]["uid"] not in replaced  # still there
+    assert cluster.evictions == [("team-a", "db-0", 409)]
