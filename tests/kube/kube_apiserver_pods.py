@@ -14,7 +14,10 @@ Extends kube_apiserver_writes (which it does not change) as kube-apiserver answe
   201 with a ``Status`` Success and the pod deleted; 409 when
   ``deleteOptions.preconditions.uid`` names another pod; 404 when the pod is gone; 429
   ``TooManyRequests`` with the ``DisruptionBudget`` cause while a test's PDB blocks it
-  (``PodCluster.pdb_blocked``), as the eviction REST handler answers.
+  (``PodCluster.pdb_blocked``), as the eviction REST handler answers. Unlike the real one
+  it applies a test's block whatever the pod's phase (kube-apiserver skips budgets for
+  Pending pods, ``canIgnorePDB``): the tests use it to drive the 429 path, which a real
+  cluster answers when the pod's phase moved on between the plan and the eviction.
 
 ``PodCluster.on_evicted`` lets a test stand in for a ReplicaSet controller (create the
 replacement).
