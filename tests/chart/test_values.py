@@ -307,6 +307,15 @@ def test_notes_tell_how_to_check_that_it_works(helm: Helm) -> None:
     assert "WARNING" not in notes
 
 
+def test_notes_say_what_stuck_pod_recovery_does_and_where_to_see_it(helm: Helm) -> None:
+    notes = _notes(helm, NAMESPACE)
+    assert "recovery.mode=evict" in notes and "at most 10 a minute" in notes
+    assert "--field-selector reason=PullSecretRecovery" in notes
+    event_only = _notes(helm, NAMESPACE, "recovery.mode=event")
+    assert "recovery.mode=event" in event_only and "evicted" not in event_only
+    assert "Stuck pods" not in _notes(helm, NAMESPACE, "recovery.mode=off")
+
+
 def test_notes_warn_about_an_install_into_default(helm: Helm) -> None:
     notes = _notes(helm, "default")
     assert 'WARNING: installed in the "default" namespace' in notes
