@@ -485,3 +485,20 @@ def test_a_pod_replaced_under_the_same_name_is_not_evicted_in_its_place(
     new = cluster.pod("team-a", "db-0")
     assert new is not None and new["metadata"]["uid"] not in replaced  # still there
     assert cluster.evictions == [("team-a", "db-0", 409)]
+
+
+def test_with_replication_off_it_campaigns_for_the_same_lease_itself(
+    cluster: PodCluster, controllers: Callable[..., Controller]
+) -> None:
+    cluster.create_namespace("team-a")
+    cluster.create_pod("team-a", "web-1", IMAGE, owner=RS)
+    cluster.pull_fails("team-a", "web-1")
+    add_secret(cluster, "team-a")
+    c = controllers(options=options(leader_election=True, timings=FAST_LEASE), start=False)
+    c.start()
+    wait_for(lambda: evicted(cluster, "team-a", "web-1"), "the eviction by the Lease holder")
+    lease = cluster.lease(REL, "pullsecret-injector")  # the replication controller's Lease
+    assert lease is not None and lease["spec"]["holderIdentity"] == c.recovery.identity
+    c.stop()  # releases it for the next replica
+    released = cluster.lease(REL, "pullsecret-injector")
+    assert released is not None and released["spec"]["holderIdentity"] == ""
