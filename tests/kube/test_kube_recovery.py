@@ -22,7 +22,6 @@ import pytest
 from helpers import REVIEWS, wait_for
 from kube_apiserver_pods import PODS, PodApiServer, PodCluster
 from kube_apiserver_writes import LEASES, Write
-from kube_support import Tls
 from kubernetes import client as k8s_client
 from recovery_support import (
     ACTIONS,
@@ -32,7 +31,6 @@ from recovery_support import (
     REL,
     Controller,
     add_secret,
-    make_cluster,
     options,
 )
 from replication_support import FAST, FAST_LEASE, add_source
@@ -42,19 +40,9 @@ from webhook.leader import micro_time
 from webhook.recovery import EVICTED_REASON, MISSING_REASON
 from webhook.recovery_plan import Mode
 
+pytestmark = pytest.mark.pod_cluster
+
 RS = ("ReplicaSet", "web-7d9f")
-
-
-@pytest.fixture
-def cluster() -> PodCluster:
-    return make_cluster()
-
-
-@pytest.fixture
-def apiserver(cluster: PodCluster, tls: Tls) -> Iterator[PodApiServer]:
-    server = PodApiServer(cluster, ssl_context=tls.server).start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

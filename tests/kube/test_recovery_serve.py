@@ -3,32 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers import wait_for
 from kube_apiserver_pods import PODS, PodApiServer, PodCluster
-from kube_support import Tls
-from recovery_support import IMAGE, PASSWORD, REL, add_secret, make_cluster
+from recovery_support import IMAGE, PASSWORD, REL, add_secret
 from replication_support import add_source
 from serve_support import running_serve
 
 from webhook.recovery import EVICTED_REASON
 
+pytestmark = pytest.mark.pod_cluster
+
 RS = ("ReplicaSet", "web-7d9f")
-
-
-@pytest.fixture
-def cluster() -> PodCluster:
-    return make_cluster()
-
-
-@pytest.fixture
-def apiserver(cluster: PodCluster, tls: Tls) -> Iterator[PodApiServer]:
-    server = PodApiServer(cluster, ssl_context=tls.server).start()
-    yield server
-    server.stop()
 
 
 def test_serve_evicts_a_stuck_pod_under_its_lease_and_logs_no_credential(
