@@ -477,3 +477,34 @@ def test_rate_limit_gives_a_burst_then_one_token_per_interval() -> None:
     assert limit.take() == 0.0
     now[0] = 600.0  # a long pause saves no more than the burst
     assert sum(limit.take() == 0.0 for _ in range(20)) == 10
+
+
+# ---- the pod store of the watch ----------------------------------------------------------------
+
+
+def test_pod_store_counts_pods_and_stuck_pods_through_every_write() -> None:
+    from webhook.pod_watch import PodStore  # noqa: PLC0415
+
+    def info(name: str, namespace: str = "team-a", **kw: Any) -> PodInfo:
+        made = pod_info(pod(name, namespace, **kw))
+        assert made is not None
+        return made
+
+    store = PodStore()
+    assert not store.synced
+    store.replace([info("a"), info("b", waiting=(None,)), info("c", "team-b")])
+    assert store.synced and (len(store), store.stuck) == (3, 2)
+    assert store.upsert(info("b")) is not None  # b now stuck too
+    assert (len(store), store.stuck) == (3, 3)
+    store.upsert(info("a", waiting=("ContainerCreating",)))  # a no longer stuck
+    assert (len(store), store.stuck) == (3, 2)
+    store.upsert(info("d", "team-c"))
+    store.delete("team-b", "c")
+    store.delete("team-b", "c")  # twice: nothing more
+    store.delete("nowhere", "x")
+    assert (len(store), store.stuck) == (3, 2)
+    assert sorted(p.name for p in store.in_namespace("team-a")) == ["a", "b"]
+    assert store.in_namespace("team-b") == []
+    got = store.get(("team-c", "d"))
+    assert got is not None and got.stuck
+    assert sorted(p.name for p in store.all()) == ["a", "b", "d"]
