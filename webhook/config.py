@@ -36,7 +36,7 @@ ENV_PREFIX = "PSI_"
 # webhook/admission/http.go) leaves room without letting a client hold unbounded memory.
 DEFAULT_MAX_BODY_BYTES = 7 * 1024 * 1024
 
-_GROUPS = ("serving", "cluster state", "injection", "replication", "tuning")
+_GROUPS = ("serving", "cluster state", "injection", "replication", "recovery", "tuning")
 
 
 def _f(default: Any, help: str, group: str, *, flag: str | None = None, **kw: Any) -> Any:
@@ -155,6 +155,28 @@ class Settings(BaseSettings):
         2.0, "Lease: how often candidates try and the leader renews", "replication", gt=0
     )
 
+    # ---- stuck-pod recovery (replication/recovery.py) ---------------------------------
+    recovery_mode: Literal["evict", "event", "off"] = _f(
+        "evict",
+        "stuck pods (ImagePullBackOff) that a registry secret now serves: evict owned ones so "
+        "their controller recreates them injected, only report them (event), or off (a live "
+        "cluster only)",
+        "recovery",
+    )
+    recovery_evictions_per_minute: float = _f(
+        10.0,
+        "cluster-wide limit of stuck-pod evictions (a minute's worth at once)",
+        "recovery",
+        gt=0,
+    )
+    recovery_exclude_namespaces: Annotated[tuple[str, ...], NoDecode] = _f(
+        (),
+        "namespace whose stuck pods are never acted on (repeatable; the webhook's excluded "
+        "namespaces: a replacement there would not be injected)",
+        "recovery",
+        flag="--recovery-exclude-namespace",
+    )
+
     @field_validator("secret_selector")
     @classmethod
     def _valid_selector(cls, value: str) -> str:
@@ -164,7 +186,13 @@ class Settings(BaseSettings):
             raise ValueError(f"secret_selector: {exc}") from exc
         return value
 
-    @field_validator("private_registries", "source_namespaces", "objects", mode="before")
+    @field_validator(
+        "private_registries",
+        "source_namespaces",
+        "objects",
+        "recovery_exclude_namespaces",
+        mode="before",
+    )
     @classmethod
     def _split_lists(cls, value: object) -> object:
         """Environment variables hold lists comma-separated: PSI_PRIVATE_REGISTRIES=a,b."""
