@@ -20,7 +20,8 @@ from typing import Any
 import e2e_support as e2e
 import pytest
 
-pytestmark = pytest.mark.e2e
+# Each test waits for a first pull to fail and then for recovery: more than the suite's 120 s.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(360)]
 
 PULL_FAILED = ("ErrImagePull", "ImagePullBackOff")
 STUCK_TIMEOUT = 120.0  # the first pull and its 401, on a loaded CI box
@@ -52,9 +53,10 @@ def namespace(hook: Any, suffix: str) -> str:
     return ns
 
 
-def control_pod(hook: Any, ns: str) -> None:
-    """A bare pod stuck like the one under test: its Event says recovery looked at `ns`."""
-    hook.kubectl.apply(e2e.pod(ns, "control", hook.registry.image, always=True))
+def control_pod(hook: Any, ns: str, image: str | None = None) -> None:
+    """A bare pod stuck like the one under test (on `image`, default the private image): its
+    Event says recovery looked at `ns`."""
+    hook.kubectl.apply(e2e.pod(ns, "control", image or hook.registry.image, always=True))
     e2e.wait_for(
         lambda: stuck(hook.kubectl.get("pod", "control", ns)),
         "control stuck",
@@ -160,7 +162,7 @@ def test_a_pod_with_a_ready_container_is_left_alone(webhook: Any) -> None:
 
     pod = e2e.wait_for(serving_and_stuck, "c0 ready, c1 stuck", timeout=STUCK_TIMEOUT)
     assert e2e.pull_secrets(pod) == ["c0-only"]
-    control_pod(webhook, ns)
+    control_pod(webhook, ns, other)  # (c0-only serves the private image: it would run)
     webhook.kubectl.apply(e2e.real_secret(webhook, ns, "whole-registry"))
     e2e.wait_for(lambda: events(webhook, ns, "control", MISSING), "recovery to act in the ns")
     (still,) = pods_of(webhook, ns, "half")
