@@ -1,6 +1,7 @@
-"""`helm upgrade` of the release while pods are being created: does every pod created during
-the rollout leave admission with its secret? (The chart's failurePolicy is Ignore: an
-admission lost while a replica goes away is a pod admitted without its secrets.)
+"""`helm upgrade` and `kubectl rollout restart` of the release while pods are being created:
+does every pod created during the rollout leave admission with its secret? (The chart's
+failurePolicy is Ignore: an admission lost while a replica goes away is a pod admitted
+without its secrets.)
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -52,12 +54,14 @@ class PodLoop:
         self._thread.join(30)
 
 
-def test_every_pod_created_during_an_upgrade_gets_its_secret(webhook: Webhook) -> None:
-    ns = webhook.namespace("upgrade")
-    host = "upgrade.example.com"
-    webhook.kubectl.apply(
-        webhook.ns("upgrade"), service_account(ns), registry_secret(ns, "reg", host)
-    )
+def pods_created_during(
+    webhook: Webhook, suffix: str, disruption: Callable[[dict[str, str]], list[str]]
+) -> None:
+    """Creates pods in a loop before, during and after `disruption` (commands run one after
+    the other); every one of them must have its secret."""
+    ns = webhook.namespace(suffix)
+    host = f"{suffix}.example.com"
+    webhook.kubectl.apply(webhook.ns(suffix), service_account(ns), registry_secret(ns, "reg", host))
     wait_for(
         lambda: webhook.kubectl.apply(pod(ns, "probe", f"{host}/a:1"), dry_run=True)[0]["spec"].get(
             "imagePullSecrets"
@@ -66,32 +70,57 @@ def test_every_pod_created_during_an_upgrade_gets_its_secret(webhook: Webhook) -
     )
     env = {**os.environ, "KUBECONFIG": webhook.kubectl.env["KUBECONFIG"]}
     with PodLoop(webhook, ns, f"{host}/app:1") as loop:
-        time.sleep(3)  # pods before the upgrade too
+        time.sleep(3)  # pods before the disruption too
         started = time.monotonic()
-        # A changed value that changes the pod template: a rolling restart of every replica.
-        upgrade = subprocess.run(
-            [
-                "helm", "upgrade", webhook.release, str(ROOT / "charts/pullsecret-injector"),
-                "-n", webhook.release_namespace, "--reuse-values",
-                "--set", "podAnnotations.psi-e2e/upgraded=" + webhook.run,
-                "--wait", "--timeout", "5m",
-            ],
-            env=env, capture_output=True, text=True, timeout=360, check=False,
-        )  # fmt: skip
+        for command in disruption(env):
+            done = subprocess.run(
+                command, env=env, capture_output=True, text=True, timeout=360, check=False
+            )
+            assert done.returncode == 0, f"{command}: {done.stderr}"
         finished = time.monotonic()
         time.sleep(3)  # and after it
-    assert upgrade.returncode == 0, upgrade.stderr
     during = [name for t, name in loop.created if started <= t <= finished]
-    assert len(during) >= 10, f"only {len(during)} pods created during the upgrade"
+    assert len(during) >= 10, f"only {len(during)} pods created during the {suffix}"
     stored = {p["metadata"]["name"]: p for p in webhook.kubectl.items("pods", ns)}
     missing = sorted(
         (name for _, name in loop.created if not stored[name]["spec"].get("imagePullSecrets")),
         key=lambda n: int(n.split("-")[1]),
     )
     print(
-        f"upgrade took {finished - started:.1f}s; pods created: {len(loop.created)} "
-        f"({len(during)} during the upgrade); without their secret: {len(missing)} {missing}; "
+        f"{suffix} took {finished - started:.1f}s; pods created: {len(loop.created)} "
+        f"({len(during)} during the {suffix}); without their secret: {len(missing)} {missing}; "
         f"create errors: {len(loop.errors)}"
     )
     assert loop.errors == []  # failurePolicy Ignore: no pod creation is refused
     assert missing == [], f"{len(missing)} of {len(loop.created)} pods lack their secret"
+
+
+def test_every_pod_created_during_an_upgrade_gets_its_secret(webhook: Webhook) -> None:
+    """A changed value that changes the pod template: a rolling restart of every replica."""
+    chart = str(ROOT / "charts/pullsecret-injector")
+    pods_created_during(
+        webhook,
+        "upgrade",
+        lambda env: [
+            ["helm", "upgrade", webhook.release, chart, "-n", webhook.release_namespace,
+             "--reuse-values", "--set", "podAnnotations.psi-e2e/upgraded=" + webhook.run,
+             "--wait", "--timeout", "5m"],
+        ],
+    )  # fmt: skip
+
+
+def test_every_pod_created_during_a_rollout_restart_gets_its_secret(webhook: Webhook) -> None:
+    deployment = webhook.kubectl(
+        "get", "deployment", "-n", webhook.release_namespace, "-o", "name",
+        "-l", f"app.kubernetes.io/instance={webhook.release}",
+    ).stdout.strip()  # fmt: skip
+    assert deployment, "the release's Deployment"
+    ns = ["-n", webhook.release_namespace]
+    pods_created_during(
+        webhook,
+        "restart",
+        lambda env: [
+            ["kubectl", *ns, "rollout", "restart", deployment],
+            ["kubectl", *ns, "rollout", "status", deployment, "--timeout", "5m"],
+        ],
+    )
