@@ -86,6 +86,8 @@ class OpsApiServer(WritableApiServer):
         """kube-apiserver's RBAC authorizer over the stored roles and bindings."""
         verb, group = str(attrs.get("verb", "")), str(attrs.get("group", ""))
         resource, namespace = str(attrs.get("resource", "")), str(attrs.get("namespace", ""))
+        if attrs.get("subresource"):  # RBAC names a subresource as resource/subresource
+            resource = f"{resource}/{attrs['subresource']}"
         with self._objects_lock:
             objects = list(self.objects.values())
         roles = {

@@ -313,8 +313,9 @@ def test_secret_writes_narrowed_to_some_namespaces_are_checked_there(
     try:
         code, checks, _ = doctor(capsys, kubeconfig)
         assert checks["rbac"]["status"] == "PASS", checks["rbac"]
-        # 6 reads, 2 event writes, 3 on the Lease, and 4 secret writes in each of 2 namespaces
-        assert "19 permissions checked" in checks["rbac"]["message"]
+        # 6 reads, 2 event writes, 3 on the Lease, 4 secret writes in each of 2 namespaces,
+        # and recovery's 3 pod reads and the eviction
+        assert "23 permissions checked" in checks["rbac"]["message"]
         assert code == 0
         # Found from the RoleBindings that exist: a binding to a role that is gone fails.
         path, _ = server.find("ClusterRole", f"{FULLNAME}-replication")
@@ -354,3 +355,25 @@ def test_the_dry_run_moves_on_from_refusing_and_terminating_namespaces(
     posted = [w.path for w in inst.server.writes_of("pods", "POST")]  # refused ones too
     assert posted == ["/api/v1/namespaces/team-a/pods", "/api/v1/namespaces/team-c/pods"]
     assert code == 0
+
+
+def test_recovery_without_its_permissions_fails_the_rbac_check(
+    tls: Tls, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = OpsApiServer(WritableCluster(), ssl_context=tls.server).start()
+    inst = install(server, tmp_path)
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(kubeconfig_text(server, str(tls.ca_file)))
+    try:
+        _, checks, _ = doctor(capsys, kubeconfig)
+        assert checks["rbac"]["status"] == "PASS", checks["rbac"]
+        assert "recovery evict" in checks["rbac"]["message"]
+        path, _ = server.find("ClusterRole", f"{FULLNAME}-recovery")
+        server.remove(path)
+        _, checks, _ = doctor(capsys, kubeconfig)
+        assert checks["rbac"]["status"] == "FAIL"
+        assert "create pods/eviction" in checks["rbac"]["message"]
+        assert "watch pods" in checks["rbac"]["message"]
+    finally:
+        inst.tls.stop()
+        server.stop()

@@ -264,11 +264,18 @@ _REPLICATION = [
     *[(v, "", "events", "") for v in ("create", "patch")],
 ]
 _LEASES = ("get", "create", "update")
+# Stuck-pod recovery (recovery.mode evict or event): the Pending pods, evictions, Events.
+_RECOVERY = [
+    *[(v, "", "pods", "") for v in ("get", "list", "watch")],
+    ("create", "", "pods/eviction", ""),
+    ("create", "", "events", ""),
+]
 # What it must not have: more than it needs is a risk (it runs on every pod creation).
 _EXCESS = [
     ("*", "*", "*", ""),
     ("update", "admissionregistration.k8s.io", "mutatingwebhookconfigurations", ""),
     ("create", "", "pods", ""),
+    ("delete", "", "pods", ""),  # recovery evicts (PDBs apply); it never deletes a pod
     ("escalate", "rbac.authorization.k8s.io", "clusterroles", ""),
 ]
 
@@ -277,9 +284,12 @@ def check_rbac(api: RawApi, install: Install) -> Check:
     name = "rbac"
     sa, ns = install.service_account, install.namespace
     need = list(_READS)
-    if install.replication:
-        need += _REPLICATION
+    if install.recovery:
+        need += [a for a in _RECOVERY if a not in need]
+    if install.replication or install.recovery:  # one Lease for both controllers
         need += [(v, "coordination.k8s.io", "leases", ns) for v in _LEASES]
+    if install.replication:
+        need += [a for a in _REPLICATION if a not in need]
         narrowed = _narrowed_write_namespaces(api, install)
         if narrowed:  # replication.secretWriteNamespaces: the writes are granted there only
             need = [a for a in need if not (a[2] == "secrets" and a[0] in _SECRET_WRITES)]
@@ -311,7 +321,8 @@ def check_rbac(api: RawApi, install: Install) -> Check:
         Status.PASS,
         f"{who} has exactly what it needs ({len(need)} permissions checked by "
         f"SubjectAccessReview, {len(excess)} it must not have are denied"
-        + (", replication on)" if install.replication else ", replication off)"),
+        + (", replication on" if install.replication else ", replication off")
+        + (f", recovery {install.recovery})" if install.recovery else ", recovery off)"),
     )
 
 
@@ -346,7 +357,10 @@ def _show(attrs: tuple[str, str, str, str]) -> str:
 
 def _allowed(api: RawApi, sa: str, ns: str, attrs: tuple[str, str, str, str]) -> bool:
     verb, group, resource, namespace = attrs
+    resource, _, subresource = resource.partition("/")
     resource_attrs = {"verb": verb, "group": group, "resource": resource}
+    if subresource:
+        resource_attrs["subresource"] = subresource
     if namespace:
         resource_attrs["namespace"] = namespace
     review = {

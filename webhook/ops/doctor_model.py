@@ -103,6 +103,13 @@ class Install:
                 return str(env.get("value", "true")).lower() not in ("false", "0", "no")
         return True
 
+    @property
+    def recovery(self) -> str:
+        """The stuck-pod recovery mode the webhook runs with ("" when off)."""
+        modes = self._args("--recovery-mode")
+        mode = modes[-1] if modes else "evict"  # serve's default
+        return "" if mode == "off" else mode
+
     def _args(self, flag: str) -> list[str]:
         """The values of `--flag=value` arguments of the webhook container, in order."""
         prefix = f"{flag}="
