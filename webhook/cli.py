@@ -32,7 +32,9 @@ from webhook.core.injection import Decision, Policy, decide
 from webhook.kubelet.labels import SelectorError
 from webhook.metrics import Metrics
 from webhook.serve.app import create_app, create_ops_app
+from webhook.serve.limits import add_hardening_arguments
 from webhook.serve.logs import configure as configure_logging
+from webhook.serve.server import apply_limits
 from webhook.serve.tls import CertReloader, server_context
 
 log = logging.getLogger("webhook.cli")
@@ -92,6 +94,7 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--live-read-timeout", type=float, help="seconds for a never-seen namespace")
     p.add_argument("--workers", type=int, help="serving processes (default 1)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    add_hardening_arguments(p)
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -199,6 +202,7 @@ async def _run_servers(
         settings.host,
         settings.port,
     )
+    apply_limits(main_cfg, settings, metrics)  # issue 11: HTTP limits (webhook/serve/limits.py)
     main_cfg.load()
     main_cfg.ssl = ctx
     ops: _OpsServer | None = None

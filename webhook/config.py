@@ -15,6 +15,9 @@ from webhook.kubelet.labels import SelectorError, parse_selector
 # the review's own fields stay well below 2x that, so 7 MiB (controller-runtime's cap,
 # webhook/admission/http.go) leaves room without letting a client hold unbounded memory.
 DEFAULT_MAX_BODY_BYTES = 7 * 1024 * 1024
+# Request line plus headers: Go's net/http DefaultMaxHeaderBytes (1 MiB), which the API
+# server's own clients never come near (an AdmissionReview request has a dozen headers).
+DEFAULT_MAX_HEADER_BYTES = 1024 * 1024
 
 
 class Settings(BaseSettings):
@@ -45,6 +48,18 @@ class Settings(BaseSettings):
     live_read_timeout: float = Field(1.0, gt=0)
     workers: int = Field(1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # ---- hardening (issue 11): HTTP limits, shutdown, large reviews ----
+    # Defaults and why: webhook/serve/limits.py (flags: add_hardening_arguments).
+    max_header_bytes: int = Field(DEFAULT_MAX_HEADER_BYTES, ge=4096)
+    header_read_timeout: float = Field(10.0, gt=0)
+    body_read_timeout: float = Field(10.0, gt=0)
+    idle_timeout: float = Field(30.0, gt=0)
+    max_connections: int = Field(512, ge=1)
+    drain_seconds: float = Field(5.0, ge=0)
+    shutdown_timeout: float = Field(10.0, gt=0)
+    large_review_bytes: int = Field(256 * 1024, ge=1024)
+    large_review_workers: int = Field(1, ge=1, le=16)
 
     @field_validator("secret_selector")
     @classmethod

@@ -113,3 +113,17 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        # ---- hardening (issue 11): connections and requests the HTTP limits ended ----
+        self.client_disconnects = Counter(
+            "pullsecret_injector_client_disconnects",
+            "Admission requests whose client disconnected before sending the whole body.",
+            registry=r,
+        )
+        self.http_rejections = Counter(
+            "pullsecret_injector_http_rejections",
+            "Connections or requests refused by an HTTP limit, by reason (header_too_large, "
+            "request_line_too_large, header_timeout, body_timeout, too_many_connections, "
+            "malformed).",
+            ["reason"],
+            registry=r,
+        )

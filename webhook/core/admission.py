@@ -20,6 +20,9 @@ from webhook.core.injection import Decision
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 MAX_WARNING_CHARS = 256  # the API server may truncate longer warnings
+# At most this many warnings per response, then one "and N more" (issue 11: a response must
+# not grow with the request; the API server keeps only the first few kilobytes of them).
+MAX_WARNINGS = 10
 AUDIT_KEY_INJECTED = "injected-secrets"
 AUDIT_KEY_IMAGES = "injected-for-images"
 
@@ -133,9 +136,13 @@ def _review(req: AdmissionRequest, response: dict[str, Any]) -> dict[str, Any]:
 
 
 def _clip(warnings: tuple[str, ...] | list[str]) -> list[str]:
-    return [
-        w if len(w) <= MAX_WARNING_CHARS else w[: MAX_WARNING_CHARS - 1] + "…" for w in warnings
+    kept = [
+        w if len(w) <= MAX_WARNING_CHARS else w[: MAX_WARNING_CHARS - 1] + "…"
+        for w in warnings[:MAX_WARNINGS]
     ]
+    if len(warnings) > MAX_WARNINGS:
+        kept.append(f"and {len(warnings) - MAX_WARNINGS} more warnings")
+    return kept
 
 
 def allowed(

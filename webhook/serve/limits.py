@@ -1,0 +1,266 @@
+"""Limits on every HTTPS connection (issue 11, items 2, 3 and 7): sizes, timeouts, count.
+
+uvicorn's httptools protocol reads a request line and headers of any size (a 64 MiB header
+was answered 200), waits for a header or a body forever, and accepts any number of
+connections. Go's net/http, which the API server and controller-runtime use, has
+MaxHeaderBytes (1 MiB), ReadHeaderTimeout and ReadTimeout (ours: a body read timeout from
+the end of the headers), and IdleTimeout.
+
+Two ways were weighed. uvicorn's h11 protocol has h11_max_incomplete_event_size, but
+answers an oversized header with a plain-text 400, has no read timeouts either, and parses
+in pure Python: several times the per-request HTTP cost of httptools (llhttp, in C), the
+largest part of a small admission's time (bench/). So the httptools protocol is kept and
+subclassed here: it counts the bytes of the request line and headers as they arrive and
+times each phase of a request on the event loop (one timer a phase, no task). What it
+answers is a JSON `Status`, as the admission app's own 4xx are, with `Connection: close`:
+
+- request line over max_header_bytes: 414; request line and headers over it: 431;
+- headers not complete within header_read_timeout of the connection (or of the first byte
+  of a keep-alive request): 408 when part of a request came, else the connection is closed;
+- body not complete within body_read_timeout of the end of the headers: 408;
+- more than max_connections connections open: 503 right after the TLS handshake;
+- a request httptools cannot parse: 400.
+idle_timeout is uvicorn's keep-alive timeout (a connection idle after a response is closed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from webhook.config import Settings
+from webhook.metrics import Metrics
+
+
+def add_hardening_arguments(p: argparse.ArgumentParser) -> None:
+    """`serve` flags of the limits and the shutdown (PSI_<NAME> in the environment)."""
+    g = p.add_argument_group("limits and shutdown (issue 11)")
+    g.add_argument(
+        "--max-header-bytes",
+        type=int,
+        help="largest request line plus headers; over it: 414 or 431 (default 1 MiB, as Go)",
+    )
+    g.add_argument(
+        "--header-read-timeout",
+        type=float,
+        help="seconds for a request's line and headers to arrive; then 408 (default 10)",
+    )
+    g.add_argument(
+        "--body-read-timeout",
+        type=float,
+        help="seconds for a body to arrive after its headers; then 408 (default 10)",
+    )
+    g.add_argument(
+        "--idle-timeout",
+        type=float,
+        help="seconds a keep-alive connection may stay idle between requests (default 30)",
+    )
+    g.add_argument(
+        "--max-connections",
+        type=int,
+        help="open HTTPS connections; beyond them a new one gets 503 (default 512)",
+    )
+    g.add_argument(
+        "--drain-seconds",
+        type=float,
+        help="after SIGTERM: /readyz fails and requests are still served this long, "
+        "then no new connection is accepted (default 5)",
+    )
+    g.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        help="after draining: seconds for requests in flight to finish (default 10)",
+    )
+    g.add_argument(
+        "--large-review-bytes",
+        type=int,
+        help="bodies this large are decided off the event loop (default 256 KiB)",
+    )
+    g.add_argument(
+        "--large-review-workers",
+        type=int,
+        help="large reviews decided at once, on a thread pool (default 1)",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    max_header_bytes: int
+    header_read_timeout: float
+    body_read_timeout: float
+    max_connections: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> HttpLimits:
+        return cls(
+            settings.max_header_bytes,
+            settings.header_read_timeout,
+            settings.body_read_timeout,
+            settings.max_connections,
+        )
+
+
+def status_response(status: int, message: str) -> bytes:
+    """A whole HTTP/1.1 response: a JSON Status, and the connection closed after it."""
+    body = orjson.dumps(
+        {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
+         "code": status}
+    )  # fmt: skip
+    return b"".join(
+        [
+            STATUS_LINE[status],
+            b"content-type: application/json\r\n",
+            b"content-length: ", str(len(body)).encode(), b"\r\n",
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )  # fmt: skip
+
+
+class LimitedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the limits above; see the module's docstring."""
+
+    limits: ClassVar[HttpLimits]
+    metrics: ClassVar[Metrics]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_bytes = 0  # request line and headers received of the current request
+        self._in_head = False  # between the start of a request and the end of its headers
+        self._in_request_line = False
+        self._reading_body = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed_by_limit = False
+        self.last_active = self.loop.time()
+
+    # ---- connection ----
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            self._reject(503, "too_many_connections", "too many connections, try again")
+            return
+        self._arm(self.limits.header_read_timeout, self._header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed_by_limit:
+            return
+        self.last_active = self.loop.time()
+        if self._timer is None and not self._response_owed() and not self._reading_body:
+            self._arm(self.limits.header_read_timeout, self._header_timeout)  # keep-alive
+        super().data_received(data)
+        if self._in_head and not self._closed_by_limit and not self.transport.is_closing():
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_header_bytes:
+                if self._in_request_line:
+                    self._reject(414, "request_line_too_large", "request line too long")
+                else:
+                    self._reject(431, "header_too_large", "request headers too large")
+
+    def _response_owed(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
+
+    def send_400_response(self, msg: str) -> None:
+        """A request httptools cannot parse: a JSON Status instead of uvicorn's plain text."""
+        self._reject(400, "malformed", msg)
+
+    # ---- parser callbacks ----
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        self._in_request_line = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._in_request_line = False
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._in_request_line = False
+        self._head_bytes = 0
+        self._reading_body = True
+        self._arm(self.limits.body_read_timeout, self._body_timeout)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._reading_body = False
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        self.last_active = self.loop.time()
+        super().on_response_complete()
+
+    # ---- shutdown ----
+
+    def is_idle(self) -> bool:
+        """Nothing of a request received and no response owed."""
+        return (
+            not self._in_head
+            and not self._reading_body
+            and not self._response_owed()
+            and not self.pipeline
+        )
+
+    # ---- timers and refusals ----
+
+    def _arm(self, seconds: float, handler: Any) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, handler)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _header_timeout(self) -> None:
+        self._timer = None
+        if self._reading_body or self.transport.is_closing():
+            return
+        if self._response_owed():
+            return  # a response is owed: the keep-alive and body timers are in charge
+        if self._in_head:
+            self._reject(408, "header_timeout", "request headers not received in time")
+        else:  # a connection that never sent a request (the API server's are never idle)
+            self.metrics.http_rejections.labels("header_timeout").inc()
+            self._closed_by_limit = True
+            self.transport.close()
+
+    def _body_timeout(self) -> None:
+        self._timer = None
+        if not self._reading_body or self.transport.is_closing():
+            return
+        self._reject(408, "body_timeout", "request body not received in time")
+
+    def _reject(self, status: int, reason: str, message: str) -> None:
+        """Answer `status` (unless a response already started) and close the connection."""
+        self._disarm()
+        self._closed_by_limit = True
+        self.metrics.http_rejections.labels(reason).inc()
+        cycle = self.cycle
+        started = cycle is not None and cycle.response_started and not cycle.response_complete
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # the app's answer, if any, goes nowhere
+            cycle.message_event.set()  # and a body read in progress ends (ClientDisconnect)
+        if not started and not self.transport.is_closing():
+            self.transport.write(status_response(status, message))
+        self.transport.close()
+
+
+def protocol_class(limits: HttpLimits, metrics: Metrics) -> type[LimitedHttpProtocol]:
+    """LimitedHttpProtocol bound to these limits (uvicorn builds protocols from a class)."""
+    return type(
+        "BoundLimitedHttpProtocol",
+        (LimitedHttpProtocol,),
+        {"limits": limits, "metrics": metrics},
+    )
