@@ -121,6 +121,7 @@ def _certificates(settings: Settings) -> Iterator[tuple[Path, Path]]:
             file=sys.stderr,
             flush=True,
         )
+        print(f"dev mode CA: {paths['ca.crt']}", flush=True)  # stdout, for scripts (issue 11)
         yield paths["tls.crt"], paths["tls.key"]
 
 

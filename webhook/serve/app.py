@@ -32,6 +32,7 @@ from webhook.core.admission import (
 from webhook.core.injection import Decider, Decision, Policy
 from webhook.core.model import RegistrySecret
 from webhook.metrics import Metrics
+from webhook.serve.errors import json_status_errors
 from webhook.serve.offload import Offload
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,7 @@ def create_app(
 ) -> FastAPI:
     """The admission app: POST /mutate."""
     app = FastAPI(title="pullsecret-injector", docs_url=None, redoc_url=None, openapi_url=None)
+    json_status_errors(app)  # issue 11: every 4xx a JSON Status, no slash redirect
     decisions = _Decisions(
         Policy.build(settings.secret_selector, settings.private_registries), store, replication
     )
@@ -243,6 +245,7 @@ def create_app(
 def create_ops_app(store: Store, metrics: Metrics) -> FastAPI:
     """Plain-HTTP operations app: /healthz, /readyz, /metrics."""
     app = FastAPI(title="pullsecret-injector-ops", docs_url=None, redoc_url=None, openapi_url=None)
+    json_status_errors(app)
 
     @app.get("/healthz")
     async def healthz() -> Response:
