@@ -34,7 +34,7 @@ from webhook.metrics import Metrics
 from webhook.serve.app import create_app, create_ops_app
 from webhook.serve.limits import add_hardening_arguments
 from webhook.serve.logs import configure as configure_logging
-from webhook.serve.server import apply_limits
+from webhook.serve.server import Drain, DrainingServer, apply_limits
 from webhook.serve.tls import CertReloader, server_context
 
 log = logging.getLogger("webhook.cli")
@@ -125,7 +125,7 @@ def _certificates(settings: Settings) -> Iterator[tuple[Path, Path]]:
         yield paths["tls.crt"], paths["tls.key"]
 
 
-class _MainServer(uvicorn.Server):
+class _MainServer(DrainingServer):
     """The HTTPS server: a signal shuts it down gracefully, and is not raised again after.
 
     uvicorn re-raises SIGTERM/SIGINT once it has shut down, so that the default handler
@@ -203,7 +203,8 @@ async def _run_servers(
         settings.host,
         settings.port,
     )
-    apply_limits(main_cfg, settings, metrics)  # issue 11: HTTP limits (webhook/serve/limits.py)
+    drain = Drain()  # issue 11: HTTP limits and shutdown (webhook/serve/limits.py, shutdown.py)
+    apply_limits(main_cfg, settings, metrics, drain)
     main_cfg.load()
     main_cfg.ssl = ctx
     ops: _OpsServer | None = None
@@ -213,14 +214,15 @@ async def _run_servers(
     if listeners.serve_ops:
         ops = _OpsServer(
             _uvicorn_config(
-                create_ops_app(store, metrics), settings.metrics_host, settings.metrics_port
+                create_ops_app(store, metrics, drain), settings.metrics_host, settings.metrics_port
             )
         )
         ops_sockets = [listeners.ops] if listeners.ops is not None else None
         tasks.append(asyncio.create_task(ops.serve(ops_sockets)))
     try:
         main_sockets = [listeners.main] if listeners.main is not None else None
-        await _MainServer(main_cfg).serve(main_sockets)
+        main = _MainServer(main_cfg, drain, settings.drain_seconds, settings.shutdown_timeout)
+        await main.serve(main_sockets)
     finally:
         tasks[0].cancel()
         if ops is not None:

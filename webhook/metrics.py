@@ -122,7 +122,7 @@ class Metrics:
         self.http_rejections = Counter(
             "pullsecret_injector_http_rejections",
             "Connections or requests refused by an HTTP limit, by reason (header_too_large, "
-            "request_line_too_large, header_timeout, body_timeout, too_many_connections, "
+            "request_line_too_large, header_timeout, body_timeout, too_many_connections, shutdown, "
             "malformed).",
             ["reason"],
             registry=r,

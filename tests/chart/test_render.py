@@ -440,6 +440,23 @@ def test_server_flags_follow_the_values(rendered: tuple[str, list[dict[str, Any]
         assert not [a for a in args if a.startswith(("--secret-selector", "--private-registry"))]
 
 
+def test_limits_and_shutdown_flags_follow_the_values_and_parse(helm: Helm) -> None:
+    """Every server.* value reaches `serve` as a flag it accepts (issue 11)."""
+    from webhook.cli import build_parser, settings_from_args  # noqa: PLC0415
+
+    docs = helm.render(values={"server": {"maxConnections": 64, "drainSeconds": 7.5}})
+    (container,) = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    flags = [a for a in container["args"] if not a.startswith(("--cert-file", "--key-file"))]
+    args = build_parser().parse_args(["serve", "--dev", *flags])
+    settings = settings_from_args(args)
+    assert settings.max_connections == 64
+    assert settings.drain_seconds == 7.5
+    assert settings.max_header_bytes == 1024 * 1024
+    assert (settings.header_read_timeout, settings.body_read_timeout) == (10, 10)
+    assert (settings.idle_timeout, settings.shutdown_timeout) == (30, 10)
+    assert (settings.large_review_bytes, settings.large_review_workers) == (256 * 1024, 1)
+
+
 def test_service_and_pdb_select_the_webhook_pods(
     rendered: tuple[str, list[dict[str, Any]]],
 ) -> None:

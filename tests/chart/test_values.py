@@ -181,6 +181,10 @@ VALIDATE_FAILS = {
         ["ports.https=8080"],
         "Change one of them",
     ),
+    "grace period shorter than the shutdown": (
+        ["terminationGracePeriodSeconds=19"],  # 5 preStop + 5 drain + 10 in flight = 20
+        "Raise terminationGracePeriodSeconds to 20 or more",
+    ),
 }
 
 

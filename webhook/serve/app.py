@@ -34,6 +34,7 @@ from webhook.core.model import RegistrySecret
 from webhook.metrics import Metrics
 from webhook.serve.errors import json_status_errors
 from webhook.serve.offload import Offload
+from webhook.serve.shutdown import Drain
 
 log = logging.getLogger(__name__)
 
@@ -242,8 +243,8 @@ def create_app(
     return app
 
 
-def create_ops_app(store: Store, metrics: Metrics) -> FastAPI:
-    """Plain-HTTP operations app: /healthz, /readyz, /metrics."""
+def create_ops_app(store: Store, metrics: Metrics, drain: Drain | None = None) -> FastAPI:
+    """Plain-HTTP operations app: /healthz, /readyz, /metrics. Unready once `drain` starts."""
     app = FastAPI(title="pullsecret-injector-ops", docs_url=None, redoc_url=None, openapi_url=None)
     json_status_errors(app)
 
@@ -253,6 +254,8 @@ def create_ops_app(store: Store, metrics: Metrics) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        if drain is not None and drain.draining:  # issue 11: SIGTERM makes it unready at once
+            return _json_response({"status": "shutting down"}, 503)
         if store.is_synced("secrets", "namespaces"):
             return _json_response({"status": "ready"})
         return _json_response({"status": "waiting for the first full sync"}, 503)

@@ -35,6 +35,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from webhook.config import Settings
 from webhook.metrics import Metrics
+from webhook.serve.shutdown import Drain
 
 
 def add_hardening_arguments(p: argparse.ArgumentParser) -> None:
@@ -127,6 +128,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     limits: ClassVar[HttpLimits]
     metrics: ClassVar[Metrics]
+    drain: ClassVar[Drain]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -191,6 +193,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._reading_body = True
         self._arm(self.limits.body_read_timeout, self._body_timeout)
         super().on_headers_complete()
+        if self.drain.draining and self.cycle is not None:
+            self.cycle.keep_alive = False  # shutting down: the response says Connection: close
 
     def on_message_complete(self) -> None:
         self._reading_body = False
@@ -211,6 +215,14 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             and not self._response_owed()
             and not self.pipeline
         )
+
+    def end_at_shutdown(self) -> None:
+        """The shutdown's time is up: a body still coming gets 408, anything else a close."""
+        if self._reading_body or self._in_head:
+            self._reject(408, "shutdown", "the server is shutting down")
+        else:
+            self._closed_by_limit = True
+            self.transport.close()
 
     # ---- timers and refusals ----
 
@@ -257,10 +269,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def protocol_class(limits: HttpLimits, metrics: Metrics) -> type[LimitedHttpProtocol]:
+def protocol_class(limits: HttpLimits, metrics: Metrics, drain: Drain) -> type[LimitedHttpProtocol]:
     """LimitedHttpProtocol bound to these limits (uvicorn builds protocols from a class)."""
     return type(
         "BoundLimitedHttpProtocol",
         (LimitedHttpProtocol,),
-        {"limits": limits, "metrics": metrics},
+        {"limits": limits, "metrics": metrics, "drain": drain},
     )
