@@ -53,7 +53,10 @@ class Metrics:
         )
         self.last_sync_age = Gauge(
             "pullsecret_injector_last_sync_age_seconds",
-            "Seconds since the last watch event or bookmark, by resource.",
+            "Seconds since the store was last proven current, by resource: a watch event or "
+            "bookmark, a (re-)list, or a watch that ran its whole timeout. A reconnect is no "
+            "proof (a 410 may follow): the age keeps growing until the re-list lands. Without "
+            "bookmarks, an idle cluster's age grows up to the watch timeout.",
             ["resource"],
             registry=r,
         )

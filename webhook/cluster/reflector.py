@@ -143,7 +143,8 @@ class _Stream:
     thread: threading.Thread | None = None
     response: Any = None  # the in-flight urllib3 response, shut down by stop()
     synced: bool = False  # a full list has been applied at least once
-    healthy: bool = False  # the last request succeeded (cleared by an error)
+    healthy: bool = False  # the last request succeeded (cleared by an error or a 410)
+    connected: bool = False  # the current watch got its response (the server is back)
 
     @property
     def key(self) -> str:
@@ -353,7 +354,10 @@ class ClusterWatcher:
     def _run(self, stream: _Stream) -> None:
         rv: str | None = None
         failures = 0
+        reason = ""
         while not self._stop_event.is_set():
+            last_reason = reason
+            stream.connected = False
             try:
                 if rv is None:
                     rv = self._list_and_replace(stream)
@@ -363,6 +367,7 @@ class ClusterWatcher:
                 if lasted + 0.5 >= self._watch_timeout:
                     reason = "timeout"  # the server's timeoutSeconds: the normal case
                     failures = 0
+                    self._touch(stream)  # a whole watch without a 410: fresh until now
                 elif events or lasted >= _MIN_HEALTHY_WATCH_SECONDS:
                     reason = "closed"
                     failures = 0
@@ -376,20 +381,19 @@ class ClusterWatcher:
             except _StoppedError:
                 break
             except _ExpiredError:
-                # The first re-list after a 410 is immediate; repeated ones back off.
+                # The server answered, so any outage is over: the first re-list after a 410
+                # is immediate whatever failed before; only repeated 410s back off. The
+                # picture is stale until the re-list lands (the age keeps growing).
                 rv = None
                 reason = "expired"
-                failures += 1
-                log.info(
-                    "resourceVersion expired (410 Gone): listing again",
-                    extra={"stream": stream.key, "staleness_seconds": self._age(stream)},
-                )
+                stream.healthy = False
+                failures = failures + 1 if last_reason == "expired" else 1
             except Exception as exc:
                 if self._stop_event.is_set():
                     break
                 stream.healthy = False
                 reason = "error"
-                failures += 1
+                failures = 1 if stream.connected else failures + 1  # reset by a live watch
                 log.warning(
                     "list/watch failed: retrying with backoff",
                     extra={
@@ -403,6 +407,15 @@ class ClusterWatcher:
             self._metrics.watch_restarts.labels(stream.resource, reason).inc()
             self._update_age_gauges()
             delay = 0.0 if reason == "expired" and failures == 1 else self._backoff(failures)
+            if reason == "expired":
+                log.info(
+                    "resourceVersion expired (410 Gone): listing again",
+                    extra={
+                        "stream": stream.key,
+                        "staleness_seconds": self._age(stream),
+                        "retry_in_seconds": round(delay, 3),
+                    },
+                )
             if delay and self._stop_event.wait(delay):
                 break
 
@@ -536,8 +549,10 @@ class ClusterWatcher:
         def call(**kwargs: Any) -> Any:
             response = list_fn(**kwargs)
             self._adopt(stream, response)
-            stream.healthy = True  # connected: the server replays everything after rv
-            self._touch(stream)
+            # Connected: the server is back, and replays everything after rv. Not a proof of
+            # freshness yet (a 410 may come as the first event): the age moves on events.
+            stream.healthy = True
+            stream.connected = True
             return response
 
         kwargs: dict[str, Any] = {
