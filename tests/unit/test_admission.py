@@ -156,3 +156,14 @@ def test_dry_run_gets_the_same_answer(example_store: Store) -> None:
     a = handle(parse_review(dry), decide_with(example_store)).review["response"]
     b = handle(parse_review(wet), decide_with(example_store)).review["response"]
     assert a == b and a.get("patch")
+
+
+def test_the_audit_annotation_names_32_images_then_how_many_more(example_store: Store) -> None:
+    doc = review("v1-create-pod-dry-run.json")
+    doc["request"]["object"]["spec"]["containers"] = [
+        {"name": f"c{i}", "image": f"registry.example.com/app-{i}"} for i in range(1000)
+    ]
+    answer = handle(parse_review(doc), decide_with(example_store))
+    images = answer.review["response"]["auditAnnotations"]["injected-for-images"]
+    assert images.count("registry.example.com/app-") == 32
+    assert images.endswith(",(and 968 more)")

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 LiveRead = Callable[[str], bool]
 # ensure_copies bounds itself (ReplicationOptions.admission_timeout, 1 s); this only guards.
 _COPY_WAIT_SECONDS = 1.5
+_MAX_LOGGED_IMAGES = 32
 
 
 class Replication(Protocol):
@@ -124,7 +125,10 @@ def _log_answer(answer: Answer, uid: str, namespace: str, pod: str, dry_run: boo
     }
     if decision is not None and decision.changed:
         fields["injected"] = list(decision.add)
-        fields["images"] = {i.image: list(i.added) for i in decision.images if i.added}
+        served = [i for i in decision.images if i.added]
+        fields["images"] = {i.image: list(i.added) for i in served[:_MAX_LOGGED_IMAGES]}
+        if len(served) > _MAX_LOGGED_IMAGES:  # issue 11: a log line does not grow with the pod
+            fields["images_not_listed"] = len(served) - _MAX_LOGGED_IMAGES
         log.info("injected imagePullSecrets", extra=fields)
     elif answer.outcome is Outcome.ERROR:
         log.error("admission failed open", extra=fields)
