@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     body_read_timeout: float = Field(10.0, gt=0)
     idle_timeout: float = Field(30.0, gt=0)
     max_connections: int = Field(512, ge=1)
+    max_inflight_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     drain_seconds: float = Field(5.0, ge=0)
     shutdown_timeout: float = Field(10.0, gt=0)
     large_review_bytes: int = Field(256 * 1024, ge=1024)
@@ -77,6 +78,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
+
+    @model_validator(mode="after")
+    def _body_budget(self) -> Settings:
+        if self.max_inflight_body_bytes < self.max_body_bytes:
+            raise ValueError(
+                "max_inflight_body_bytes must be at least max_body_bytes: the largest "
+                "accepted body must fit"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tls_pair(self) -> Settings:

@@ -20,6 +20,7 @@ from webhook_server import Server, start_server, stop_server
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_CONNECTIONS = 4
+BODY_BUDGET = 256 * 1024
 WAIT = 20  # seconds a socket waits for the server before the test fails
 
 
@@ -33,6 +34,8 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "--body-read-timeout", "1",
         "--idle-timeout", "1",
         "--max-connections", str(MAX_CONNECTIONS),
+        "--max-body-bytes", str(BODY_BUDGET),
+        "--max-inflight-body-bytes", str(BODY_BUDGET),
     )  # fmt: skip
     yield srv
     stop_server(srv)
@@ -140,3 +143,17 @@ def test_a_malformed_request_gets_a_json_400(limited: Server) -> None:
     with connect(limited) as sock:
         sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
         assert_status(read_all(sock), 400)
+
+
+def test_bodies_in_flight_beyond_the_budget_get_503(limited: Server) -> None:
+    head = (
+        b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % (BODY_BUDGET - 1024)
+    )
+    part = b" " * (BODY_BUDGET // 2 + 4096)  # two of them cross the budget
+    with connect(limited) as first, connect(limited) as second:
+        first.sendall(head + part)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            second.sendall(head + part)
+        answers = {parse(read_all(sock))[0] for sock in (first, second)}
+    assert answers == {503, 408}  # one refused at once, the other timed out mid-body

@@ -49,3 +49,8 @@ def test_objects_and_kubeconfig_are_exclusive() -> None:
 def test_serve_reports_invalid_settings_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--port", "10443"]) == 2
     assert "no serving certificate" in capsys.readouterr().err
+
+
+def test_the_body_budget_must_hold_the_largest_body() -> None:
+    with pytest.raises(ValidationError, match="max_inflight_body_bytes must be at least"):
+        Settings(dev=True, max_body_bytes=2048, max_inflight_body_bytes=1024)

@@ -19,6 +19,10 @@ answers is a JSON `Status`, as the admission app's own 4xx are, with `Connection
   of a keep-alive request): 408 when part of a request came, else the connection is closed;
 - body not complete within body_read_timeout of the end of the headers: 408;
 - more than max_connections connections open: 503 right after the TLS handshake;
+- request bodies held by all connections (until each is answered) over
+  max_inflight_body_bytes: 503 to the request whose body would cross it. With the
+  connection cap alone, 512 half-sent 7 MiB bodies could hold 3.5 GiB; this bounds them
+  (default 64 MiB: hundreds of normal reviews, nine of the largest at once);
 - a request httptools cannot parse: 400.
 idle_timeout is uvicorn's keep-alive timeout (a connection idle after a response is closed).
 """
@@ -67,6 +71,12 @@ def add_hardening_arguments(p: argparse.ArgumentParser) -> None:
         help="open HTTPS connections; beyond them a new one gets 503 (default 512)",
     )
     g.add_argument(
+        "--max-inflight-body-bytes",
+        type=int,
+        help="request body bytes held by all connections at once; the request that would "
+        "cross it gets 503 (default 64 MiB)",
+    )
+    g.add_argument(
         "--drain-seconds",
         type=float,
         help="after SIGTERM: /readyz fails and requests are still served this long, "
@@ -95,6 +105,7 @@ class HttpLimits:
     header_read_timeout: float
     body_read_timeout: float
     max_connections: int
+    max_inflight_body_bytes: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpLimits:
@@ -103,7 +114,16 @@ class HttpLimits:
             settings.header_read_timeout,
             settings.body_read_timeout,
             settings.max_connections,
+            settings.max_inflight_body_bytes,
         )
+
+
+class BodyBudget:
+    """Request body bytes held by all connections of one server, until each is answered."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
 
 
 def status_response(status: int, message: str) -> bytes:
@@ -129,6 +149,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     limits: ClassVar[HttpLimits]
     metrics: ClassVar[Metrics]
     drain: ClassVar[Drain]
+    budget: ClassVar[BodyBudget]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -138,6 +159,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._reading_body = False
         self._timer: asyncio.TimerHandle | None = None
         self._closed_by_limit = False
+        self._body_held = 0  # bytes of the current request's body counted in the budget
         self.last_active = self.loop.time()
 
     # ---- connection ----
@@ -151,6 +173,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._release_body()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -196,6 +219,21 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self.drain.draining and self.cycle is not None:
             self.cycle.keep_alive = False  # shutting down: the response says Connection: close
 
+    def on_body(self, body: bytes) -> None:
+        if self._closed_by_limit:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            if self.budget.used + len(body) > self.budget.limit:
+                self._reject(503, "body_budget", "too many request bodies in flight, try again")
+                return
+            self.budget.used += len(body)
+            self._body_held += len(body)
+        super().on_body(body)
+
+    def _release_body(self) -> None:
+        self.budget.used -= self._body_held
+        self._body_held = 0
+
     def on_message_complete(self) -> None:
         self._reading_body = False
         self._disarm()
@@ -203,6 +241,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         self.last_active = self.loop.time()
+        self._release_body()
         super().on_response_complete()
 
     # ---- shutdown ----
@@ -271,8 +310,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
 def protocol_class(limits: HttpLimits, metrics: Metrics, drain: Drain) -> type[LimitedHttpProtocol]:
     """LimitedHttpProtocol bound to these limits (uvicorn builds protocols from a class)."""
+    budget = BodyBudget(limits.max_inflight_body_bytes)  # shared by the server's connections
     return type(
         "BoundLimitedHttpProtocol",
         (LimitedHttpProtocol,),
-        {"limits": limits, "metrics": metrics, "drain": drain},
+        {"limits": limits, "metrics": metrics, "drain": drain, "budget": budget},
     )
