@@ -19,10 +19,11 @@ answers is a JSON `Status`, as the admission app's own 4xx are, with `Connection
   of a keep-alive request): 408 when part of a request came, else the connection is closed;
 - body not complete within body_read_timeout of the end of the headers: 408;
 - more than max_connections connections open: 503 right after the TLS handshake;
-- request bodies held by all connections (until each is answered) over
-  max_inflight_body_bytes: 503 to the request whose body would cross it. With the
-  connection cap alone, 512 half-sent 7 MiB bodies could hold 3.5 GiB; this bounds them
-  (default 64 MiB: hundreds of normal reviews, nine of the largest at once);
+- request bytes (line, headers and body) held by all connections until each is answered
+  over max_inflight_body_bytes: 503 to the request that would cross it. With the
+  connection cap alone, 512 half-sent 7 MiB bodies could hold 3.5 GiB, and 512 headers of
+  almost 1 MiB half a GiB; this bounds them (default 64 MiB: hundreds of normal reviews,
+  nine of the largest at once);
 - a request httptools cannot parse: 400.
 idle_timeout is uvicorn's keep-alive timeout (a connection idle after a response is closed).
 """
@@ -73,7 +74,7 @@ def add_hardening_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--max-inflight-body-bytes",
         type=int,
-        help="request body bytes held by all connections at once; the request that would "
+        help="request bytes (headers, bodies) held by all connections; the request that would "
         "cross it gets 503 (default 64 MiB)",
     )
     g.add_argument(
@@ -119,7 +120,8 @@ class HttpLimits:
 
 
 class BodyBudget:
-    """Request body bytes held by all connections of one server, until each is answered."""
+    """Request bytes (heads and bodies) held by all connections of one server, until each
+    request is answered."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -159,7 +161,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._reading_body = False
         self._timer: asyncio.TimerHandle | None = None
         self._closed_by_limit = False
-        self._body_held = 0  # bytes of the current request's body counted in the budget
+        self._body_held = 0  # bytes of the current request (head, body) counted in the budget
         self.last_active = self.loop.time()
 
     # ---- connection ----
@@ -185,11 +187,15 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self._in_head and not self._closed_by_limit and not self.transport.is_closing():
             self._head_bytes += len(data)
+            self.budget.used += len(data)  # held (parser, url, headers) until answered
+            self._body_held += len(data)
             if self._head_bytes > self.limits.max_header_bytes:
                 if self._in_request_line:
                     self._reject(414, "request_line_too_large", "request line too long")
                 else:
                     self._reject(431, "header_too_large", "request headers too large")
+            elif self.budget.used > self.budget.limit:
+                self._reject(503, "body_budget", "too many requests in flight, try again")
 
     def _response_owed(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
