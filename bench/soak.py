@@ -111,12 +111,17 @@ def _drain(sock: ssl.SSLSocket) -> None:
             pass
 
 
-def hostile_client(server: Server, ctx: ssl.SSLContext, deadline: float, win: Window) -> None:
+HOSTILE_KINDS = ("names", "containers", "header", "stalled", "silent")
+
+
+def hostile_client(
+    server: Server, ctx: ssl.SSLContext, deadline: float, win: Window, kinds_: list[str]
+) -> None:
     # Built before the clock starts: building them here would hold the GIL of this process
     # and show up as latency of the normal clients (which share it).
     containers = hostile_containers()
     names = [hostile_names(i) for i in range(4)]
-    kinds = itertools.cycle(["names", "containers", "header", "stalled", "silent"])
+    kinds = itertools.cycle(kinds_)
     for round_ in itertools.count():
         if time.monotonic() >= deadline:
             break
@@ -160,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=600.0, help="duration (default 600)")
     p.add_argument("--every", type=float, default=10.0, help="report interval (default 10)")
     p.add_argument("--clients", type=int, default=4, help="normal keep-alive clients (4)")
+    p.add_argument(
+        "--hostile",
+        default=",".join(HOSTILE_KINDS),
+        help=f"hostile requests to cycle through, one a second (default {','.join(HOSTILE_KINDS)})",
+    )
     args = p.parse_args(argv)
     os.chdir(ROOT)
     os.environ["PYTHONMALLOC"] = "malloc"  # inherited by the server, as the image sets it
@@ -184,7 +194,9 @@ def main(argv: list[str] | None = None) -> int:
             ]
             threads.append(
                 threading.Thread(
-                    target=hostile_client, args=(server, ctx, deadline, win), daemon=True
+                    target=hostile_client,
+                    args=(server, ctx, deadline, win, args.hostile.split(",")),
+                    daemon=True,
                 )
             )
             for t in threads:

@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(10.0, gt=0)
     large_review_bytes: int = Field(256 * 1024, ge=1024)
     large_review_workers: int = Field(1, ge=1, le=16)
+    max_containers: int = Field(1000, ge=1)  # core.injection.DEFAULT_MAX_CONTAINERS
 
     @field_validator("secret_selector")
     @classmethod

@@ -456,6 +456,7 @@ def test_limits_and_shutdown_flags_follow_the_values_and_parse(helm: Helm) -> No
     assert (settings.idle_timeout, settings.shutdown_timeout) == (30, 10)
     assert (settings.large_review_bytes, settings.large_review_workers) == (256 * 1024, 1)
     assert settings.max_inflight_body_bytes == 64 * 1024 * 1024
+    assert settings.max_containers == 1000
 
 
 def test_service_and_pdb_select_the_webhook_pods(

@@ -36,9 +36,12 @@ def huge_review() -> bytes:
 
 @pytest.fixture(scope="module")
 def big_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """--max-containers above the huge review's, so that it is decided (on the pool)."""
     srv = start_server(
-        tmp_path_factory.mktemp("large"), "--objects", str(EXAMPLES / "cluster.yaml")
-    )
+        tmp_path_factory.mktemp("large"),
+        "--objects", str(EXAMPLES / "cluster.yaml"),
+        "--max-containers", str(CONTAINERS),
+    )  # fmt: skip
     yield srv
     stop_server(srv)
 
@@ -90,3 +93,29 @@ def test_normal_reviews_are_answered_while_a_huge_one_is_decided(big_server: Ser
     # Measured: 181 with the huge review offloaded; 6 with it decided on the loop (those
     # answered while its body was still being read and encoded).
     assert answered_meanwhile >= 30
+
+
+@pytest.fixture(scope="module")
+def bounded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The default bound (1000 containers) and body limit (7 MiB)."""
+    srv = start_server(
+        tmp_path_factory.mktemp("bounded"), "--objects", str(EXAMPLES / "cluster.yaml")
+    )
+    yield srv
+    stop_server(srv)
+
+
+def test_beyond_the_container_bound_a_review_is_allowed_unchanged_with_a_warning(
+    bounded_server: Server,
+) -> None:
+    conn = connection(bounded_server)
+    try:
+        conn.request("POST", "/mutate", body=huge_review(), headers=JSON)
+        response = conn.getresponse()
+        answer = json.loads(response.read())["response"]
+    finally:
+        conn.close()
+    assert response.status == 200
+    assert answer["uid"] == "huge" and answer["allowed"] is True
+    assert "patch" not in answer
+    assert "45000 containers, more than the 1000" in answer["warnings"][0]

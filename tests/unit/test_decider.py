@@ -146,3 +146,22 @@ def test_an_image_longer_than_any_reference_is_decided_not_remembered(store: Sto
     decision = decider.decide(pod("registry.example.com/" + "a" * 100_000), NS, secrets)
     assert "not a valid reference" in decision.warnings[0]
     assert decider.memo_size() == before
+
+
+def test_a_pod_beyond_the_container_bound_is_admitted_unchanged_with_a_warning(
+    store: Store,
+) -> None:
+    decider = Decider(Policy.build(None, [], max_containers=10))
+    secrets = store.secrets_in(NS)
+    assert decider.decide(pod(*["registry.example.com/app"] * 10), NS, secrets).add == ("example",)
+    decision = decider.decide(pod(*["registry.example.com/app"] * 11), NS, secrets)
+    assert decision.add == () and decision.patch == ()
+    assert decision.warnings == (decision.reason,)
+    assert "11 containers, more than the 10" in decision.reason
+
+
+def test_the_container_bound_of_the_settings_is_the_core_default() -> None:
+    from webhook.config import Settings  # noqa: PLC0415
+    from webhook.core.injection import DEFAULT_MAX_CONTAINERS  # noqa: PLC0415
+
+    assert Settings(dev=True).max_containers == DEFAULT_MAX_CONTAINERS == Policy().max_containers

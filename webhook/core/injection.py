@@ -23,6 +23,9 @@ from webhook.kubelet.reference import ImageRef, InvalidImage, parse_image
 
 OPT_OUT_ANNOTATION = "pullsecret-injector.io/inject"
 CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
+# Real pods have a handful of containers, rarely dozens; a thousand is far beyond any
+# workload yet decided in about 30 ms (bench/), so beyond it the work is not done at all.
+DEFAULT_MAX_CONTAINERS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +36,22 @@ class Policy:
     # Registry hosts whose images always need credentials ("host" covers every port of it,
     # "host:port" only that port): an image there that no credential matches is warned about.
     private_registries: frozenset[str] = frozenset()
+    # A pod with more containers than this (all three kinds together) is not decided: it is
+    # admitted unchanged with a warning (issue 11: 45,000 took over a second of CPU).
+    max_containers: int = DEFAULT_MAX_CONTAINERS
 
     @classmethod
-    def build(cls, secret_selector: str | None, private_registries: Iterable[str] = ()) -> Policy:
+    def build(
+        cls,
+        secret_selector: str | None,
+        private_registries: Iterable[str] = (),
+        max_containers: int = DEFAULT_MAX_CONTAINERS,
+    ) -> Policy:
         """From configuration text; raises SelectorError for an invalid selector."""
         return cls(
             secret_selector=parse_selector(secret_selector) if secret_selector else None,
             private_registries=frozenset(private_registries),
+            max_containers=max_containers,
         )
 
 
@@ -87,6 +99,10 @@ def _containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
         for c in items:
             if isinstance(c, Mapping):
                 yield fld, str(c.get("name", "")), c.get("image")
+
+
+def _container_count(spec: Mapping[str, Any]) -> int:
+    return sum(len(v) for f in CONTAINER_FIELDS if isinstance(v := spec.get(f), list))
 
 
 def existing_pull_secrets(spec: Mapping[str, Any]) -> list[str]:
@@ -398,6 +414,13 @@ class Decider:
         spec = pod.get("spec")
         if not isinstance(spec, Mapping):
             return Decision((), (), (), reason="pod has no spec")
+        count = _container_count(spec)
+        if count > self.policy.max_containers:
+            why = (
+                f"pod has {count} containers, more than the {self.policy.max_containers} "
+                "pullsecret-injector decides for: no imagePullSecrets injected"
+            )
+            return Decision((), (), (why,), reason=why)
 
         # The keyring depends only on the entries that name a secret of the namespace; the
         # others (any number, made up by the pod's author) only give warnings, never memo keys.

@@ -178,7 +178,11 @@ def create_app(
     app = FastAPI(title="pullsecret-injector", docs_url=None, redoc_url=None, openapi_url=None)
     json_status_errors(app)  # issue 11: every 4xx a JSON Status, no slash redirect
     decisions = _Decisions(
-        Policy.build(settings.secret_selector, settings.private_registries), store, replication
+        Policy.build(
+            settings.secret_selector, settings.private_registries, settings.max_containers
+        ),
+        store,
+        replication,
     )
     limit = settings.max_body_bytes
     offload = Offload(settings.large_review_bytes, settings.large_review_workers)

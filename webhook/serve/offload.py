@@ -7,7 +7,9 @@ just after waited 1.3 s, against the chart's 3 s timeout). Reviews whose body is
 decided and encoded on a small, bounded thread pool instead, at most `large_review_workers`
 at a time (default 1: the GIL makes more threads no faster, and the cap bounds the memory
 and CPU that large reviews take). The loop keeps the GIL every switch interval (5 ms), so
-normal reviews are answered while a large one is being decided.
+normal reviews are answered while a large one is being decided. The CPU a review can take
+is bounded too: a pod of more than --max-containers (1000) containers is not decided at all
+(core.injection.Policy.max_containers), it is admitted unchanged with a warning.
 """
 
 from __future__ import annotations
