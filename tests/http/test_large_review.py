@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import http.client
 import json
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -51,48 +52,75 @@ def connection(server: Server) -> http.client.HTTPSConnection:
     return http.client.HTTPSConnection("localhost", server.port, context=ctx, timeout=120)
 
 
+def read_response(sock: ssl.SSLSocket) -> bytes:
+    """One HTTP response with a Content-Length, from a raw socket."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data[:200]
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def test_normal_reviews_are_answered_while_a_huge_one_is_decided(big_server: Server) -> None:
     body = huge_review()
     assert 2 * 1024 * 1024 < len(body) < 3 * 1024 * 1024
     normal = json.dumps(review("v1-create-pod-dry-run.json")).encode()
     fast = connection(big_server)
-    fast.request("POST", "/mutate", body=normal, headers=JSON)  # connected and warm
-    assert fast.getresponse().read()
 
-    huge_sent = threading.Event()
-    huge_done = threading.Event()
-    huge_answer: list[bytes] = []
-
-    def send_huge() -> None:
-        slow = connection(big_server)
-        slow.request("POST", "/mutate", body=body, headers=JSON)
-        huge_sent.set()
-        huge_answer.append(slow.getresponse().read())
-        huge_done.set()
-        slow.close()
-
-    sender = threading.Thread(target=send_huge, daemon=True)
-    sender.start()
-    assert huge_sent.wait(60)
-    answered_meanwhile = 0
-    while not huge_done.is_set():
+    def answer_normal() -> None:
         fast.request("POST", "/mutate", body=normal, headers=JSON)
         response = fast.getresponse()
         assert response.status == 200
         assert b'"allowed":true' in response.read()
-        if not huge_done.is_set():
-            answered_meanwhile += 1
-    sender.join(60)
+
+    ctx = ssl.create_default_context(cafile=str(big_server.ca_file))
+    raw = socket.create_connection(("127.0.0.1", big_server.port), timeout=120)
+    with ctx.wrap_socket(raw, server_hostname="localhost") as slow:
+        # All of the huge review but its last byte; a normal round trip after it means the
+        # server has read those bytes. The last byte then completes the body at once, and
+        # only what is answered from then on counts.
+        slow.sendall(
+            b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body[:-1]
+        )
+        answer_normal()
+        huge_done = threading.Event()
+        huge_answer: list[bytes] = []
+
+        def finish_huge() -> None:
+            slow.sendall(body[-1:])
+            huge_answer.append(read_response(slow))
+            huge_done.set()
+
+        finisher = threading.Thread(target=finish_huge, daemon=True)
+        finisher.start()
+        answered_meanwhile = 0
+        while not huge_done.is_set():
+            answer_normal()
+            if not huge_done.is_set():
+                answered_meanwhile += 1
+        finisher.join(60)
     fast.close()
-    assert b'"uid":"huge"' in huge_answer[0]
-    assert b'"allowed":true' in huge_answer[0]
+    status_line, _, rest = huge_answer[0].partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 200")
+    assert b'"uid":"huge"' in rest and b'"allowed":true' in rest
     # neither the answer (its audit annotation) nor the log line grows with the pod
     assert len(huge_answer[0]) < 16 * 1024
     assert max(len(line) for line in big_server.logs().splitlines()) < 16 * 1024
     print(f"normal reviews answered while the huge one was decided: {answered_meanwhile}")
-    # Measured: 181 with the huge review offloaded; 6 with it decided on the loop (those
-    # answered while its body was still being read and encoded).
-    assert answered_meanwhile >= 30
+    # Measured: dozens with the huge review offloaded; 0-2 with it decided on the loop.
+    assert answered_meanwhile >= 10
 
 
 @pytest.fixture(scope="module")
