@@ -103,3 +103,8 @@ def test_the_options_objects_default_to_the_settings_defaults() -> None:
     assert ReplicationOptions.of(settings) == ReplicationOptions()
     assert LeaseTimings() == ReplicationOptions.of(settings).timings
     assert WatchOptions.of(settings) == WatchOptions()
+
+
+def test_the_body_budget_must_hold_the_largest_body() -> None:
+    with pytest.raises(ValidationError, match="max_inflight_body_bytes must be at least"):
+        Settings(dev=True, max_body_bytes=2048, max_inflight_body_bytes=1024)
