@@ -44,6 +44,7 @@ _GROUPS = (
     "cluster state",
     "injection",
     "replication",
+    "recovery",
     "limits and shutdown",
     "tuning",
 )
@@ -165,6 +166,28 @@ class Settings(BaseSettings):
         2.0, "Lease: how often candidates try and the leader renews", "replication", gt=0
     )
 
+    # ---- stuck-pod recovery (replication/recovery.py) ---------------------------------
+    recovery_mode: Literal["evict", "event", "off"] = _f(
+        "evict",
+        "stuck pods (ImagePullBackOff) that a registry secret now serves: evict owned ones so "
+        "their controller recreates them injected, only report them (event), or off (a live "
+        "cluster only)",
+        "recovery",
+    )
+    recovery_evictions_per_minute: float = _f(
+        10.0,
+        "cluster-wide limit of stuck-pod evictions (a minute's worth at once)",
+        "recovery",
+        gt=0,
+    )
+    recovery_exclude_namespaces: Annotated[tuple[str, ...], NoDecode] = _f(
+        (),
+        "namespace whose stuck pods are never acted on (repeatable; the webhook's excluded "
+        "namespaces: a replacement there would not be injected)",
+        "recovery",
+        flag="--recovery-exclude-namespace",
+    )
+
     # ---- limits and shutdown (issue 11) ----------------------------------------------
     # Why these defaults: webhook/serve/limits.py (HTTP limits), webhook/serve/shutdown.py
     # (drain and shutdown), webhook/serve/offload.py (large reviews).
@@ -247,7 +270,13 @@ class Settings(BaseSettings):
             raise ValueError(f"secret_selector: {exc}") from exc
         return value
 
-    @field_validator("private_registries", "source_namespaces", "objects", mode="before")
+    @field_validator(
+        "private_registries",
+        "source_namespaces",
+        "objects",
+        "recovery_exclude_namespaces",
+        mode="before",
+    )
     @classmethod
     def _split_lists(cls, value: object) -> object:
         """Environment variables hold lists comma-separated: PSI_PRIVATE_REGISTRIES=a,b."""

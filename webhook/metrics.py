@@ -165,6 +165,30 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        # ---- stuck-pod recovery (replication/recovery.py) ----
+        self.recovery_actions = Counter(
+            "pullsecret_injector_recovery_actions",
+            "Stuck-pod recovery actions by action (evict, event) and result (ok, "
+            "pdb_blocked, gone, error).",
+            ["action", "result"],
+            registry=r,
+        )
+        self.recovery_stuck_pods = Gauge(
+            "pullsecret_injector_recovery_stuck_pods",
+            "Pods seen waiting in ErrImagePull or ImagePullBackOff, as of the last pass.",
+            registry=r,
+        )
+        self.recovery_skipped = Gauge(
+            "pullsecret_injector_recovery_skipped_pods",
+            "Stuck pods left alone in the last full pass, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.recovery_cached_pods = Gauge(
+            "pullsecret_injector_recovery_cached_pods",
+            "Pending pods held (trimmed) by the recovery pod watch.",
+            registry=r,
+        )
         # ---- hardening (issue 11): connections and requests the HTTP limits ended ----
         self.client_disconnects = Counter(
             "pullsecret_injector_client_disconnects",

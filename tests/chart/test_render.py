@@ -64,6 +64,14 @@ CASES: dict[str, list[str]] = {
         "networkPolicy.egress[0].ports[0].port=6443",
     ],
     "replication-off": ["replication.enabled=false"],
+    "recovery-off": ["recovery.mode=off"],
+    "read-only": ["replication.enabled=false", "recovery.mode=off"],
+    "recovery-event-alone": [
+        "replication.enabled=false",
+        "recovery.mode=event",
+        "recovery.evictionsPerMinute=3",
+        "webhook.excludeNamespaces={monitoring}",
+    ],
     "replication-narrowed": ["replication.secretWriteNamespaces={team-a,team-b}"],
     "fail-closed-ha": [
         "webhook.failurePolicy=Fail",
@@ -406,7 +414,8 @@ def test_deployment_is_highly_available_and_probed_on_the_plain_port(
     env = {e["name"]: e for e in container["env"]}
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
-    assert env["PSI_REPLICATION_ENABLED"]["value"] == str(case != "replication-off").lower()
+    replication_off = case in ("replication-off", "read-only", "recovery-event-alone")
+    assert env["PSI_REPLICATION_ENABLED"]["value"] == str(not replication_off).lower()
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert mounts["/tmp"] == "tmp"
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -482,6 +491,13 @@ REPLICATION = {
     ("", "events", "create"),
     ("", "events", "patch"),
 }
+RECOVERY = {
+    ("", "pods", "get"),
+    ("", "pods", "list"),
+    ("", "pods", "watch"),
+    ("", "pods/eviction", "create"),
+    ("", "events", "create"),
+}
 LEADER_ELECTION = {
     ("coordination.k8s.io", "leases", "get"),
     ("coordination.k8s.io", "leases", "create"),
@@ -526,18 +542,60 @@ def test_rbac_grants_exactly_the_documented_permissions(
     case, docs = rendered
     sa = "psi-sa" if case == "existing-service-account" else _fullname(case)
     scopes = _effective(docs, sa)
-    if case == "replication-off":
+    if case == "read-only":
         assert scopes == {"cluster": READ}
+    elif case in ("replication-off", "recovery-event-alone"):
+        assert scopes == {"cluster": READ | RECOVERY, NAMESPACE: LEADER_ELECTION}
+    elif case == "recovery-off":
+        assert scopes == {"cluster": READ | REPLICATION, NAMESPACE: LEADER_ELECTION}
     elif case == "replication-narrowed":
         writes = REPLICATION - {("", "events", "create"), ("", "events", "patch")}
         assert scopes == {
-            "cluster": READ | {("", "events", "create"), ("", "events", "patch")},
+            "cluster": READ | RECOVERY | {("", "events", "patch")},
             NAMESPACE: LEADER_ELECTION,
             "team-a": writes,
             "team-b": writes,
         }
     else:
-        assert scopes == {"cluster": READ | REPLICATION, NAMESPACE: LEADER_ELECTION}
+        assert scopes == {"cluster": READ | REPLICATION | RECOVERY, NAMESPACE: LEADER_ELECTION}
+
+
+def test_recovery_flags_follow_the_values(rendered: tuple[str, list[dict[str, Any]]]) -> None:
+    case, docs = rendered
+    (container,) = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    flags = [a for a in container["args"] if a.startswith("--recovery-")]
+    if case in ("recovery-off", "read-only"):
+        assert flags == ["--recovery-mode=off"]
+    elif case == "recovery-event-alone":
+        assert flags == [
+            "--recovery-mode=event",
+            "--recovery-evictions-per-minute=3",
+            "--recovery-exclude-namespace=monitoring",
+        ]
+    elif case == "selectors":
+        assert flags == [
+            "--recovery-mode=evict",
+            "--recovery-evictions-per-minute=10",
+            "--recovery-exclude-namespace=monitoring",
+            "--recovery-exclude-namespace=istio-system",
+        ]
+    else:
+        assert flags == ["--recovery-mode=evict", "--recovery-evictions-per-minute=10"]
+
+
+def test_recovery_rbac_never_grants_pod_deletes_or_writes(
+    rendered: tuple[str, list[dict[str, Any]]],
+) -> None:
+    _, docs = rendered
+    for role in (d for d in docs if d["kind"].endswith("Role")):
+        for _group, resource, verb in _grants(role):
+            if resource.startswith("pods"):
+                assert (resource, verb) in {
+                    ("pods", "get"),
+                    ("pods", "list"),
+                    ("pods", "watch"),
+                    ("pods/eviction", "create"),
+                }, (role["metadata"]["name"], resource, verb)
 
 
 def test_no_service_account_is_created_when_an_existing_one_is_named(helm: Helm) -> None:
@@ -556,6 +614,8 @@ def test_optional_objects_are_off_by_default(helm: Helm) -> None:
         [
             "ClusterRole",
             "ClusterRole",
+            "ClusterRole",  # recovery (on by default: recovery.mode evict)
+            "ClusterRoleBinding",
             "ClusterRoleBinding",
             "ClusterRoleBinding",
             "Deployment",

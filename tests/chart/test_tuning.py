@@ -86,12 +86,31 @@ def test_every_tuning_value_reaches_serve(helm: Helm) -> None:
     ) == (30, 20, 4)
 
 
-def test_without_replication_no_replication_flag_is_passed(helm: Helm) -> None:
-    docs = helm.render("replication.enabled=false")
+def _args(helm: Helm, *sets: str) -> list[str]:
+    docs = helm.render(*sets)
     (container,) = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
-    args = container["args"]
-    assert not [a for a in args if a.startswith(("--replication-", "--lease-"))]
+    return list(container["args"])
+
+
+def test_without_replication_no_replication_flag_is_passed(helm: Helm) -> None:
+    args = _args(helm, "replication.enabled=false")
+    assert not [a for a in args if a.startswith("--replication-")]
+    # stuck-pod recovery (on by default) campaigns for the Lease itself: its timings stay
+    assert "--lease-duration-seconds=15" in args
     assert "--watch-timeout-seconds=300" in args
+    args = _args(helm, "replication.enabled=false", "recovery.mode=off")
+    assert not [a for a in args if a.startswith(("--replication-", "--lease-"))]
+
+
+def test_the_recovery_values_reach_serve(helm: Helm) -> None:
+    values = {
+        "recovery": {"mode": "event", "evictionsPerMinute": 2.5},
+        "webhook": {"excludeNamespaces": ["monitoring"]},
+    }
+    settings = _serve_settings(helm, values)
+    assert (settings.recovery_mode, settings.recovery_evictions_per_minute) == ("event", 2.5)
+    assert settings.recovery_exclude_namespaces == ("monitoring",)
+    assert _serve_settings(helm).recovery_mode == Settings.model_fields["recovery_mode"].default
 
 
 # ---- limits and shutdown (issue 11): the `server` values -------------------------------

@@ -113,6 +113,8 @@ SCHEMA_REJECTS = {
         [PROM_RULE, "metrics.prometheusRule.runbookBaseUrl=https://x.example/runbooks#top"],
         "runbookBaseUrl",
     ),
+    "recovery mode enum": (["recovery.mode=delete"], "mode"),
+    "no evictions per minute": (["recovery.evictionsPerMinute=0"], "evictionsPerMinute"),
 }
 
 
@@ -334,6 +336,7 @@ def test_values_yaml_parses_and_matches_the_documented_defaults() -> None:
     assert values["webhook"]["failurePolicy"] == "Ignore"
     assert values["webhook"]["timeoutSeconds"] == 3
     assert values["replication"]["enabled"] is True
+    assert values["recovery"] == {"mode": "evict", "evictionsPerMinute": 10}
     assert values["serviceAccount"]["automountServiceAccountToken"] is False
     assert values["podDisruptionBudget"]["enabled"] is True
     assert values["certificates"]["mode"] == "selfSigned"
@@ -359,6 +362,15 @@ def test_notes_tell_how_to_check_that_it_works(helm: Helm) -> None:
     assert "/metrics" in notes
     assert "inject.pullsecret-injector.io/injected-secrets" in notes
     assert "WARNING" not in notes
+
+
+def test_notes_say_what_stuck_pod_recovery_does_and_where_to_see_it(helm: Helm) -> None:
+    notes = _notes(helm, NAMESPACE)
+    assert "recovery.mode=evict" in notes and "at most 10 a minute" in notes
+    assert "--field-selector reason=PullSecretRecovery" in notes
+    event_only = _notes(helm, NAMESPACE, "recovery.mode=event")
+    assert "recovery.mode=event" in event_only and "evicted" not in event_only
+    assert "Stuck pods" not in _notes(helm, NAMESPACE, "recovery.mode=off")
 
 
 def test_notes_warn_about_an_install_into_default(helm: Helm) -> None:

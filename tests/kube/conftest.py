@@ -13,15 +13,20 @@ from typing import Any
 import pytest
 from kube_apiserver import ApiServer, Cluster, kubeconfig_text
 from kube_apiserver_ops import OpsApiServer
+from kube_apiserver_pods import PodApiServer, PodCluster
 from kube_apiserver_writes import WritableApiServer, WritableCluster
 from kube_support import Harness, Tls
 from ops_support import Install, install
+from recovery_support import make_cluster as make_pod_cluster
 from replication_support import Replica, make_cluster
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "writable_cluster: the cluster and apiserver fixtures are the writable ones"
+    )
+    config.addinivalue_line(
+        "markers", "pod_cluster: the writable cluster and apiserver with pods (recovery tests)"
     )
 
 
@@ -32,6 +37,8 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
 
 @pytest.fixture
 def cluster(request: pytest.FixtureRequest) -> Cluster:
+    if request.node.get_closest_marker("pod_cluster") is not None:
+        return make_pod_cluster()
     if request.node.get_closest_marker("writable_cluster") is not None:
         return make_cluster()
     return Cluster()
@@ -40,6 +47,8 @@ def cluster(request: pytest.FixtureRequest) -> Cluster:
 @pytest.fixture
 def apiserver(cluster: Cluster, tls: Tls) -> Iterator[ApiServer]:
     server_class = WritableApiServer if isinstance(cluster, WritableCluster) else ApiServer
+    if isinstance(cluster, PodCluster):
+        server_class = PodApiServer
     server = server_class(cluster, ssl_context=tls.server).start()
     yield server
     server.stop()

@@ -52,7 +52,8 @@ from webhook.kubelet.labels import SelectorError, parse_selector
 
 SECRETS = "secrets"
 NAMESPACES = "namespaces"
-KINDS = {SECRETS: "Secret", NAMESPACES: "Namespace"}
+PODS = "pods"  # served by kube_apiserver_pods.py (the stuck-pod recovery tests)
+KINDS = {SECRETS: "Secret", NAMESPACES: "Namespace", PODS: "Pod"}
 DOCKERCONFIGJSON = "kubernetes.io/dockerconfigjson"
 DOCKERCFG = "kubernetes.io/dockercfg"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
@@ -124,6 +125,12 @@ _FIELDS = {
     NAMESPACES: {
         "metadata.name": lambda o: o["metadata"]["name"],
         "status.phase": lambda o: (o.get("status") or {}).get("phase", ""),
+    },
+    PODS: {
+        "metadata.name": lambda o: o["metadata"]["name"],
+        "metadata.namespace": lambda o: o["metadata"].get("namespace", ""),
+        "status.phase": lambda o: (o.get("status") or {}).get("phase", ""),
+        "spec.nodeName": lambda o: (o.get("spec") or {}).get("nodeName", ""),
     },
 }
 

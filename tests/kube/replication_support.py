@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from kube_apiserver import DOCKERCONFIGJSON
-from kube_apiserver_writes import WritableCluster
+from kube_apiserver_writes import LEASES, WritableCluster
 from kube_support import auths
 
 from webhook.cluster.apiclient import load_api_client
-from webhook.cluster.leader import LeaseTimings
+from webhook.cluster.leader import LeaseTimings, micro_time
 from webhook.cluster.reflector import WatchOptions
 from webhook.cluster.store import Store
 from webhook.cluster.watchers import ClusterWatcher
@@ -61,6 +61,7 @@ class Replica:
             WatchOptions(watch_timeout_seconds=30, page_size=100, backoff_cap_seconds=0.2),
         )
         settings = Settings(dev=True, release_namespace=REL, source_namespaces=source_namespaces)
+        self.settings = settings
         self.replicator = Replicator(
             self.api, self.store, self.metrics, settings, options, identity=identity
         )
@@ -143,3 +144,16 @@ def copies_of(cluster: WritableCluster, name: str = "reg") -> dict[str, str | No
                 cluster, obj["metadata"]["namespace"], name
             )
     return out
+
+
+def lease_held_elsewhere(cluster: WritableCluster, holder: str = "the-leader-elsewhere") -> None:
+    """The controller Lease, held for an hour by a replica that is not in the test."""
+    now = micro_time()
+    spec = {
+        "holderIdentity": holder,
+        "leaseDurationSeconds": 3600,
+        "acquireTime": now,
+        "renewTime": now,
+    }
+    body = {"metadata": {"name": "pullsecret-injector"}, "spec": spec}
+    cluster.create_object(LEASES, REL, body, manager="test")

@@ -22,7 +22,9 @@ def stuck_pod(
 ) -> dict[str, Any]:  # fmt: skip
     meta: dict[str, Any] = {"name": name, "namespace": ns, "labels": labels or {}}
     if owned:
-        meta["ownerReferences"] = [{"kind": "ReplicaSet", "name": "web-5d8f", "uid": "u1"}]
+        meta["ownerReferences"] = [
+            {"kind": "ReplicaSet", "name": "web-5d8f", "uid": "u1", "controller": True}
+        ]
     spec: dict[str, Any] = {"containers": [{"name": "app", "image": image}]}
     if secrets:
         spec["imagePullSecrets"] = [{"name": s} for s in secrets]
@@ -69,8 +71,21 @@ def test_a_stuck_pod_that_a_secret_in_scope_would_fix(
     assert "if created now: would get team-a-registry" in out
     assert "pulling: ImagePullBackOff: Back-off pulling image" in out
     assert "verdict: fixable now: team-a-registry in scope has credentials for it" in out
-    assert "delete the pod: its controller recreates it and the webhook adds them" in out
-    assert "the recovery controller has not landed in this version" in out
+    assert (
+        "the recovery controller (recovery.mode evict, the default) evicts it and its "
+        "ReplicaSet web-5d8f recreates it with them" in out
+    )
+
+
+def test_a_stuck_bare_pod_is_left_to_its_author(
+    ops: tuple[Install, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    inst, kubeconfig = ops
+    put(inst.server, stuck_pod("team-a", "bare-1", "registry.example.com/team/web:1"))
+    _, out, _ = explain(capsys, kubeconfig, "pod/bare-1", "-n", "team-a")
+    assert "verdict: fixable now: team-a-registry in scope has credentials for it" in out
+    assert "the recovery controller never deletes a bare pod" in out
+    assert "evicts it" not in out
 
 
 def test_a_stuck_pod_that_already_has_the_secret_is_not_a_missing_secret(

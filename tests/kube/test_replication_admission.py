@@ -15,11 +15,19 @@ from typing import Any
 import pytest
 from helpers import wait_for
 from kube_apiserver import NAMESPACES, SECRETS, held_events
-from kube_apiserver_writes import LEASES, WritableCluster, Write
+from kube_apiserver_writes import WritableCluster, Write
 from kube_support import auths
-from replication_support import FAST, FAST_LEASE, REL, Replica, add_source, copy_state, source_hash
+from replication_support import (
+    FAST,
+    FAST_LEASE,
+    REL,
+    Replica,
+    add_source,
+    copy_state,
+    lease_held_elsewhere,
+    source_hash,
+)
 
-from webhook.cluster.leader import micro_time
 from webhook.core.injection import Policy, decide
 
 pytestmark = pytest.mark.writable_cluster
@@ -54,15 +62,7 @@ def new_namespaces_unseen(cluster: WritableCluster) -> Any:
 
 def follower(cluster: WritableCluster, replicas: Callable[..., Replica]) -> Replica:
     """A replica that serves admission while another holds the Lease (no controller here)."""
-    now = micro_time()
-    spec = {
-        "holderIdentity": "the-leader-elsewhere",
-        "leaseDurationSeconds": 3600,
-        "acquireTime": now,
-        "renewTime": now,
-    }
-    body = {"metadata": {"name": "pullsecret-injector"}, "spec": spec}
-    cluster.create_object(LEASES, REL, body, manager="test")
+    lease_held_elsewhere(cluster)
     replica = replicas(options=dataclasses.replace(FAST, leader_election=True, timings=FAST_LEASE))
     wait_for(lambda: replica.replicator.elector.observed_holder, "the replica seeing the leader")  # type: ignore[union-attr]
     assert not replica.replicator.is_leader

@@ -108,3 +108,31 @@ def test_the_options_objects_default_to_the_settings_defaults() -> None:
 def test_the_body_budget_must_hold_the_largest_body() -> None:
     with pytest.raises(ValidationError, match="max_inflight_body_bytes must be at least"):
         Settings(dev=True, max_body_bytes=2048, max_inflight_body_bytes=1024)
+
+
+def test_recovery_settings_from_the_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(dev=True).recovery_mode == "evict"  # the documented default
+    assert Settings(dev=True).recovery_evictions_per_minute == 10
+    monkeypatch.setenv("PSI_RECOVERY_MODE", "event")
+    monkeypatch.setenv("PSI_RECOVERY_EXCLUDE_NAMESPACES", "monitoring, tools")
+    s = Settings(dev=True)
+    assert s.recovery_mode == "event"
+    assert s.recovery_exclude_namespaces == ("monitoring", "tools")
+    args = build_parser().parse_args(
+        ["serve", "--dev", "--recovery-mode", "off", "--recovery-evictions-per-minute", "2.5"]
+    )
+    s = settings_from_args(args)
+    assert (s.recovery_mode, s.recovery_evictions_per_minute) == ("off", 2.5)
+
+
+@pytest.mark.parametrize("bad", [{"recovery_mode": "delete"}, {"recovery_evictions_per_minute": 0}])
+def test_invalid_recovery_settings_are_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError, match="recovery"):
+        Settings(dev=True, **bad)  # type: ignore[arg-type]
+
+
+def test_recovery_off_builds_no_controller() -> None:
+    from webhook.replication import recovery  # noqa: PLC0415
+
+    off = Settings(dev=True, recovery_mode="off")
+    assert recovery.build(None, None, None, off, None) is None  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from webhook.kubelet.labels import SelectorError, parse_selector
 from webhook.ops.doctor import exit_code, render
 from webhook.ops.doctor_dry_run import probe_image
 from webhook.ops.doctor_model import Check, Install, Status
-from webhook.ops.explain import RECOVERY_NOTE, explain_pod, label_selector, webhook_scope
+from webhook.ops.explain import explain_pod, label_selector, webhook_scope
 
 CHART_SELECTOR = {
     "matchExpressions": [
@@ -84,7 +84,9 @@ def test_webhook_scope_says_why_the_webhook_is_or_is_not_called() -> None:
 def stuck(*secrets: str, owned: bool = False) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": "p"}
     if owned:
-        meta["ownerReferences"] = [{"kind": "ReplicaSet", "name": "r", "uid": "u"}]
+        meta["ownerReferences"] = [
+            {"kind": "ReplicaSet", "name": "r", "uid": "u", "controller": True}
+        ]
     spec: dict[str, Any] = {"containers": [{"name": "c", "image": "registry.example.com/a:1"}]}
     if secrets:
         spec["imagePullSecrets"] = [{"name": s} for s in secrets]
@@ -110,12 +112,26 @@ def verdict(store: Store, pod: dict[str, Any], *, called: bool = True) -> str:
 def test_verdicts_on_a_failed_pull(store: Store) -> None:
     bare = verdict(store, stuck())
     assert bare.startswith("fixable now: reg in scope has credentials for it")
-    assert "recreate it (delete and apply again)" in bare and RECOVERY_NOTE in bare
+    assert "recreate it (delete and apply again)" in bare
+    assert "the recovery controller never deletes a bare pod" in bare
     owned = verdict(store, stuck(owned=True))
-    assert "delete the pod: its controller recreates it" in owned
+    assert "the recovery controller (recovery.mode evict, the default) evicts it" in owned
+    assert "ReplicaSet r recreates it" in owned
     has = verdict(store, stuck("reg"))
     assert has.startswith("not a missing secret: the pod already uses reg")
-    assert RECOVERY_NOTE not in has
+    assert "recovery controller" not in has
+
+
+def test_the_recovery_outlook_follows_the_recovery_rules(store: Store) -> None:
+    ready = stuck(owned=True)
+    ready["spec"]["containers"].append({"name": "side", "image": "busybox:1"})
+    ready["status"]["containerStatuses"].append(
+        {"name": "side", "ready": True, "state": {"running": {}}}
+    )
+    assert "leaves it alone (a container is ready)" in verdict(store, ready)
+    going = stuck(owned=True)
+    going["metadata"]["deletionTimestamp"] = "2026-12-02T18:00:00Z"
+    assert "going away already" in verdict(store, going)
     outside = verdict(store, stuck(), called=False)
     assert "the webhook is not called for this pod" in outside
     assert verdict(Store(), stuck()).startswith("no registry secret in namespace 'team'")

@@ -7,7 +7,8 @@
 - :func:`describe`: an error for a log line: status and reason, never a response body.
 - :class:`StoppedError`: a request abandoned because its owner is stopping.
 - :func:`cut`: unblock a thread reading a response (stop() of a watch).
-- Resource paths, so that no caller spells ``/api/v1/...`` itself.
+- Resource paths, so that no caller spells ``/api/v1/...`` itself, and
+  :func:`event_object`, the core/v1 Event every controller of ours posts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,49 @@ def namespace_path(name: str) -> str:
 
 def events_path(namespace: str) -> str:
     return f"/api/v1/namespaces/{namespace}/events"
+
+
+def pod_path(namespace: str, name: str, subresource: str | None = None) -> str:
+    base = f"/api/v1/namespaces/{namespace}/pods/{name}"
+    return base if subresource is None else f"{base}/{subresource}"
+
+
+_MAX_EVENT_MESSAGE = 1024  # the API server's limit on an Event's message
+
+
+def event_object(
+    involved: Mapping[str, Any],
+    *,
+    reason: str,
+    message: str,
+    event_type: str,
+    action: str,
+    identity: str,
+    now: float,
+) -> dict[str, Any]:
+    """A core/v1 Event on `involved` (kind, apiVersion, namespace, name and maybe uid),
+    reported by this replica (`identity`), with an unique name."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "name": f"{involved['name']}.{int(now * 1e9):x}",
+            "namespace": involved["namespace"],
+        },
+        "involvedObject": dict(involved),
+        "reason": reason,
+        "message": message[:_MAX_EVENT_MESSAGE],
+        "type": event_type,
+        "source": {"component": "pullsecret-injector"},
+        "reportingComponent": "pullsecret-injector",
+        "reportingInstance": identity[:128],
+        "action": action,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "eventTime": None,
+        "count": 1,
+    }
 
 
 def leases_path(namespace: str, name: str | None = None) -> str:

@@ -42,6 +42,7 @@ from kubernetes.client.exceptions import ApiException
 
 from webhook.cluster.apiclient import CONFLICT, NOT_FOUND, RawApi, describe, leases_path
 from webhook.cluster.workqueue import jittered
+from webhook.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,15 @@ class LeaseTimings:
     lease_duration: float = 15.0
     renew_deadline: float = 10.0
     retry_period: float = 2.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> LeaseTimings:
+        """The timings `serve` runs with (--lease-duration-seconds and the rest)."""
+        return cls(
+            lease_duration=settings.lease_duration_seconds,
+            renew_deadline=settings.lease_renew_deadline_seconds,
+            retry_period=settings.lease_retry_period_seconds,
+        )
 
     def __post_init__(self) -> None:
         if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:

@@ -1,8 +1,9 @@
 """Backoff, rate limiting and a work queue, modelled on client-go's ``util/workqueue``.
 
 One implementation serves every retry loop of the webhook: the list/watch streams
-(``cluster/reflector.py``), the Lease elector (``cluster/leader.py``) and the replication
-controller (``replication/controller.py``). The names and semantics are client-go's:
+(``cluster/reflector.py``), the Lease elector (``cluster/leader.py``), the replication
+controller (``replication/controller.py``) and stuck-pod recovery
+(``replication/recovery.py``). The names and semantics are client-go's:
 
 - :class:`ItemExponentialBackoff` is ``ItemExponentialFailureRateLimiter``: ``when(item)``
   records a failure and returns ``base * 2**(failures-1)``, capped; ``forget(item)``
@@ -11,7 +12,8 @@ controller (``replication/controller.py``). The names and semantics are client-g
   together do not retry in lockstep), as client-go's ``wait.Backoff`` does.
 - :func:`jittered` is ``wait.Jitter``: ``duration`` plus up to ``max_factor`` of it.
 - :class:`TokenBucket` is ``flowcontrol``'s token bucket (``BucketRateLimiter`` in the
-  workqueue): ``qps`` tokens a second, at most ``burst`` saved.
+  workqueue): ``qps`` tokens a second, at most ``burst`` saved; ``acquire`` waits for a
+  token, ``try_acquire`` (``TryAccept``) says how long one is away instead.
 - :class:`WorkQueue` is the ``RateLimitingQueue``: ``add`` (deduplicated: an item is
   queued at most once), ``add_after`` (the earliest due time wins), ``add_rate_limited``
   (``add_after`` with the backoff's delay), ``forget``, ``shut_down``. One difference:
@@ -79,6 +81,11 @@ class ItemExponentialBackoff(Generic[T]):
         with self._lock:
             self._failures.clear()
 
+    def retain(self, keep: Callable[[T], bool]) -> None:
+        """Forget the failures of every item `keep` rejects (items gone for good)."""
+        with self._lock:
+            self._failures = {i: n for i, n in self._failures.items() if keep(i)}
+
 
 class TokenBucket:
     """client-go's flowcontrol token bucket: `qps` tokens a second, at most `burst` saved."""
@@ -96,16 +103,23 @@ class TokenBucket:
     def acquire(self, stop: threading.Event) -> bool:
         """Take a token, waiting as needed; False when `stop` is set first."""
         while True:
-            with self._lock:
-                now = self._clock()
-                self._tokens = min(self._burst, self._tokens + (now - self._last) * self._qps)
-                self._last = now
-                if self._tokens >= 1.0 - 1e-9:  # (float rounding must not leave us waiting)
-                    self._tokens -= 1.0
-                    return True
-                delay = (1.0 - self._tokens) / self._qps
+            delay = self.try_acquire()
+            if delay == 0.0:
+                return True
             if stop.wait(delay):
                 return False
+
+    def try_acquire(self) -> float:
+        """Take a token without waiting: 0.0 when one was taken, else the seconds until
+        one is due (nothing taken; the caller comes back then)."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._qps)
+            self._last = now
+            if self._tokens >= 1.0 - 1e-9:  # (float rounding must not leave us waiting)
+                self._tokens -= 1.0
+                return 0.0
+            return (1.0 - self._tokens) / self._qps
 
 
 class WorkQueue(Generic[T]):

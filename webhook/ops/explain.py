@@ -21,6 +21,7 @@ import orjson
 
 from webhook.cluster.store import Store
 from webhook.config import add_arguments
+from webhook.core import recovery
 from webhook.core.injection import Decision, Policy, decide, existing_pull_secrets
 from webhook.core.workloads import Kind, WorkloadError, parse_ref, pod_of
 from webhook.kubelet.labels import Requirement, Selector, SelectorError
@@ -31,11 +32,6 @@ if TYPE_CHECKING:
 PULL_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff"})
 PART_OF_SELECTOR = "app.kubernetes.io/part-of=pullsecret-injector"
 WEBHOOK_CONFIGS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
-RECOVERY_NOTE = (
-    "pullsecret-injector does not recreate stuck pods yet (the recovery controller has not "
-    "landed in this version): recreate the pod yourself"
-)
-
 _OPERATORS = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!"}
 
 
@@ -119,19 +115,40 @@ def _pull_errors(pod: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
+def recovery_outlook(pod: Mapping[str, Any]) -> str:
+    """What the stuck-pod recovery controller (README "Stuck pods recover") does with this
+    pod, by its rules in core/recovery.py, for the chart's default recovery.mode evict.
+    (An opted-out pod gets no verdict at all: the webhook's decision skips it first.)"""
+    meta = pod.get("metadata")
+    # (a manifest's pod may have no namespace or uid yet: the rules need neither)
+    filled = {**pod, "metadata": {"namespace": "", "uid": "", **(meta or {})}}
+    info = recovery.pod_info(filled)
+    if info is None:
+        return "recreate it (delete and apply again) and it gets them"
+    if info.terminating:
+        return "it is going away already: its replacement, if any, gets them"
+    if info.any_ready:
+        return "the recovery controller leaves it alone (a container is ready): recreate it"
+    if info.owner is None:
+        return (
+            "the recovery controller never deletes a bare pod, it records a MissingPullSecret "
+            "Event: recreate it (delete and apply again) and it gets them"
+        )
+    return (
+        f"the recovery controller (recovery.mode evict, the default) evicts it and its "
+        f"{info.owner.kind} {info.owner.name} recreates it with them, within its rate limit; "
+        "or delete the pod yourself"
+    )
+
+
 def _verdict(
-    has: tuple[str, ...], in_scope: tuple[str, ...], namespace: str, called: bool, owned: bool
+    has: tuple[str, ...], in_scope: tuple[str, ...], namespace: str, called: bool, outlook: str
 ) -> str:
     """Would a secret in scope fix this failed pull now, and what to do about it."""
     if in_scope and called:
-        how = (
-            "delete the pod: its controller recreates it and the webhook adds them"
-            if owned
-            else "recreate it (delete and apply again) and it gets them"
-        )
         return (
             f"fixable now: {', '.join(in_scope)} in scope has credentials for it, but a "
-            f"pod's imagePullSecrets cannot change after creation: {how}; {RECOVERY_NOTE}"
+            f"pod's imagePullSecrets cannot change after creation: {outlook}"
         )
     if in_scope:
         return (
@@ -165,8 +182,7 @@ def explain_pod(
     spec = pod.get("spec")
     has = existing_pull_secrets(spec) if isinstance(spec, Mapping) else []
     errors = _pull_errors(pod)
-    meta = pod.get("metadata")
-    owned = isinstance(meta, Mapping) and bool(meta.get("ownerReferences"))
+    outlook = recovery_outlook(pod) if errors else ""
     images: list[ImageReport] = []
     for d in decision.images:
         existing = tuple(n for n in d.used if n not in d.added)
@@ -179,7 +195,7 @@ def explain_pod(
             how = "Docker Hub fallback key" if d.via_default_registry else "keyring match"
             note = f"{d.name}: credentials in {', '.join(d.used)} ({how})"
         error = errors.get(d.container)
-        verdict = None if error is None else _verdict(existing, d.added, namespace, called, owned)
+        verdict = None if error is None else _verdict(existing, d.added, namespace, called, outlook)
         images.append(
             ImageReport(d.field, d.container, d.image, existing, added, note, error, verdict)
         )

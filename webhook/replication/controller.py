@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from kubernetes import client as k8s_client
@@ -117,6 +117,8 @@ class Replicator:
         self._executor: ThreadPoolExecutor | None = None
         self._elector: LeaderElector | None = None
         self._started = False
+        # (on_started, on_stopped) of controllers under the same Lease (replication/recovery.py)
+        self._leader_hooks: list[tuple[Callable[[], None], Callable[[], None]]] = []
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -192,6 +194,7 @@ class Replicator:
             )
             self._loop_thread.start()
         log.info("replication controller running")
+        self._run_leader_hooks(started=True)
 
     def _stop_loop(self) -> None:
         with self._lock:
@@ -209,6 +212,25 @@ class Replicator:
         self._queue.clear()
         self._expectations.clear()
         log.info("replication controller stopped")
+        self._run_leader_hooks(started=False)
+
+    # ---- other controllers under the same Lease (replication/recovery.py) -------------------
+    def add_leader_hooks(
+        self, on_started: Callable[[], None], on_stopped: Callable[[], None]
+    ) -> None:
+        """Run `on_started`/`on_stopped` whenever this replica starts/stops leading."""
+        with self._lock:
+            self._leader_hooks.append((on_started, on_stopped))
+            leading = self._running
+        if leading:
+            on_started()
+
+    def _run_leader_hooks(self, *, started: bool) -> None:
+        for on_started, on_stopped in list(self._leader_hooks):
+            try:
+                (on_started if started else on_stopped)()
+            except Exception:
+                log.exception("a controller under the replication Lease failed to start/stop")
 
     # ---- store listener (watch threads: quick) ---------------------------------------------
     def _on_change(self, change: Change) -> None:

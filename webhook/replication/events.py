@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from webhook.cluster.apiclient import StoppedError, describe, events_path
+from webhook.cluster.apiclient import StoppedError, describe, event_object, events_path
 from webhook.core.planner import Problem, ProblemKind, SourceRef, clash_problem
 from webhook.metrics import Metrics
 from webhook.replication.copies import Request
@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 
 _EVENT_NAMESPACE_LIST = 10  # namespaces named in one Event
 _LOG_NAMESPACE_LIST = 50  # namespaces named in one log line
-_MAX_MESSAGE = 1024  # the API server's limit on an Event's message
 
 REASONS: dict[ProblemKind, str] = {
     ProblemKind.INVALID_SELECTOR: "InvalidNamespaceSelector",
@@ -36,7 +35,6 @@ def event_body(
     ref: SourceRef, kind: ProblemKind, message: str, *, uid: str | None, identity: str, now: float
 ) -> dict[str, Any]:
     """A Warning Event on the source secret `ref`."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
     involved: dict[str, Any] = {
         "kind": "Secret",
         "apiVersion": "v1",
@@ -45,23 +43,15 @@ def event_body(
     }
     if uid is not None:
         involved["uid"] = uid
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": f"{ref.name}.{int(now * 1e9):x}", "namespace": ref.namespace},
-        "involvedObject": involved,
-        "reason": REASONS[kind],
-        "message": message[:_MAX_MESSAGE],
-        "type": "Warning",
-        "source": {"component": "pullsecret-injector"},
-        "reportingComponent": "pullsecret-injector",
-        "reportingInstance": identity[:128],
-        "action": "Replicate",
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "eventTime": None,
-        "count": 1,
-    }
+    return event_object(
+        involved,
+        reason=REASONS[kind],
+        message=message,
+        event_type="Warning",
+        action="Replicate",
+        identity=identity,
+        now=now,
+    )
 
 
 def _message(kind: ProblemKind, ref: SourceRef, told: list[Problem]) -> tuple[str, list[str]]:

@@ -61,11 +61,7 @@ class ReplicationOptions:
             resync_seconds=settings.replication_resync_seconds,
             admission_timeout=settings.replication_admission_timeout,
             request_timeout=settings.replication_request_timeout,
-            timings=LeaseTimings(
-                lease_duration=settings.lease_duration_seconds,
-                renew_deadline=settings.lease_renew_deadline_seconds,
-                retry_period=settings.lease_retry_period_seconds,
-            ),
+            timings=LeaseTimings.of(settings),
         )
 
     def __post_init__(self) -> None:

@@ -1,9 +1,10 @@
 """`pullsecret-injector serve`: the wiring of one serving process.
 
-One process per pod: the store, the watches (or manifests), the replication controller
-and the two servers (HTTPS admission, plain-HTTP operations) on one asyncio loop. To
-serve more, run more replicas (the chart's ``replicaCount``): each replica's /readyz and
-/metrics then describe exactly the process that answers (README: "One process per pod").
+One process per pod: the store, the watches (or manifests), the replication controller,
+stuck-pod recovery and the two servers (HTTPS admission, plain-HTTP operations) on one
+asyncio loop. To serve more, run more replicas (the chart's ``replicaCount``): each
+replica's /readyz and /metrics then describe exactly the process that answers (README:
+"One process per pod").
 docs/concurrency.md draws the threads, tasks and pools and what each owns.
 """
 
@@ -35,6 +36,7 @@ from webhook.serve.tls import CertReloader, server_context
 if TYPE_CHECKING:  # only a live cluster loads the Kubernetes client
     from webhook.cluster.watchers import ClusterWatcher
     from webhook.replication.controller import Replicator
+    from webhook.replication.recovery import Recovery
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +115,17 @@ def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
 
 @dataclass
 class _State:
-    """The cluster state of this process: watcher and replicator None with --objects."""
+    """The cluster state of this process: watcher, replicator and recovery None with
+    --objects; each of the last two None when disabled."""
 
     store: Store
     watcher: ClusterWatcher | None = None
     replicator: Replicator | None = None
+    recovery: Recovery | None = None
 
     def stop(self) -> None:
+        if self.recovery is not None:
+            self.recovery.stop()
         if self.replicator is not None:
             self.replicator.stop()  # releases the Lease: another replica takes over at once
         if self.watcher is not None:
@@ -201,6 +207,11 @@ def _start_state(settings: Settings, store: Store, metrics: Metrics) -> _State:
         )
         replicator.start()
         state.replicator = replicator
+    from webhook.replication import recovery  # noqa: PLC0415
+
+    state.recovery = recovery.build(api_client, store, metrics, settings, state.replicator)
+    if state.recovery is not None:
+        state.recovery.start()  # under the replicator's Lease, or its own when replication is off
     return state
 
 

@@ -161,3 +161,11 @@ def test_token_bucket_gives_up_when_stopped() -> None:
     assert bucket.acquire(stop)
     stop.set()
     assert not bucket.acquire(stop)
+
+
+def test_retain_forgets_the_failures_of_items_gone_for_good() -> None:
+    backoff: ItemExponentialBackoff[str] = ItemExponentialBackoff(1.0, 60.0)
+    backoff.when("kept")
+    backoff.when("gone")
+    backoff.retain(lambda item: item == "kept")
+    assert (backoff.num_requeues("kept"), backoff.num_requeues("gone")) == (1, 0)
