@@ -35,8 +35,19 @@ ENV_PREFIX = "PSI_"
 # the review's own fields stay well below 2x that, so 7 MiB (controller-runtime's cap,
 # webhook/admission/http.go) leaves room without letting a client hold unbounded memory.
 DEFAULT_MAX_BODY_BYTES = 7 * 1024 * 1024
+# Request line plus headers: Go's net/http DefaultMaxHeaderBytes (1 MiB), which the API
+# server's own clients never come near (an AdmissionReview request has a dozen headers).
+DEFAULT_MAX_HEADER_BYTES = 1024 * 1024
 
-_GROUPS = ("serving", "cluster state", "injection", "replication", "recovery", "tuning")
+_GROUPS = (
+    "serving",
+    "cluster state",
+    "injection",
+    "replication",
+    "recovery",
+    "limits and shutdown",
+    "tuning",
+)
 
 
 def _f(default: Any, help: str, group: str, *, flag: str | None = None, **kw: Any) -> Any:
@@ -177,6 +188,79 @@ class Settings(BaseSettings):
         flag="--recovery-exclude-namespace",
     )
 
+    # ---- limits and shutdown (issue 11) ----------------------------------------------
+    # Why these defaults: webhook/serve/limits.py (HTTP limits), webhook/serve/shutdown.py
+    # (drain and shutdown), webhook/serve/offload.py (large reviews).
+    max_header_bytes: int = _f(
+        DEFAULT_MAX_HEADER_BYTES,
+        "largest request line plus headers; over it: 414 or 431 (Go's 1 MiB)",
+        "limits and shutdown",
+        ge=4096,
+    )
+    header_read_timeout: float = _f(
+        10.0,
+        "seconds for a request's line and headers to arrive; then 408",
+        "limits and shutdown",
+        gt=0,
+    )
+    body_read_timeout: float = _f(
+        10.0,
+        "seconds for a body to arrive after its headers; then 408",
+        "limits and shutdown",
+        gt=0,
+    )
+    idle_timeout: float = _f(
+        30.0,
+        "seconds a keep-alive connection may stay idle between requests",
+        "limits and shutdown",
+        gt=0,
+    )
+    max_connections: int = _f(
+        512,
+        "open HTTPS connections; beyond them a new one gets 503",
+        "limits and shutdown",
+        ge=1,
+    )
+    max_inflight_body_bytes: int = _f(
+        64 * 1024 * 1024,
+        "request bytes (headers, bodies) held by all connections; the request that would "
+        "cross it gets 503",
+        "limits and shutdown",
+        ge=1024,
+    )
+    drain_seconds: float = _f(
+        5.0,
+        "after SIGTERM: /readyz fails and requests are still served this long, then no new "
+        "connection is accepted",
+        "limits and shutdown",
+        ge=0,
+    )
+    shutdown_timeout: float = _f(
+        10.0,
+        "after draining: seconds for requests in flight to finish",
+        "limits and shutdown",
+        gt=0,
+    )
+    large_review_bytes: int = _f(
+        256 * 1024,
+        "bodies this large are decided off the event loop",
+        "limits and shutdown",
+        ge=1024,
+    )
+    large_review_workers: int = _f(
+        1,
+        "large reviews decided at once, on a thread pool",
+        "limits and shutdown",
+        ge=1,
+        le=16,
+    )
+    max_containers: int = _f(
+        1000,  # core.injection.DEFAULT_MAX_CONTAINERS (config reads no core)
+        "a pod with more containers is admitted unchanged, with a warning",
+        "limits and shutdown",
+        ge=1,
+    )
+
     @field_validator("secret_selector")
     @classmethod
     def _valid_selector(cls, value: str) -> str:
@@ -199,6 +283,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return value
+
+    @model_validator(mode="after")
+    def _body_budget(self) -> Settings:  # limits and shutdown (issue 11)
+        if self.max_inflight_body_bytes < self.max_body_bytes:
+            raise ValueError(
+                "max_inflight_body_bytes must be at least max_body_bytes: the largest "
+                "accepted body must fit"
+            )
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

@@ -46,7 +46,10 @@ class StoreCollector(Collector):
         )
         age = GaugeMetricFamily(
             "pullsecret_injector_last_sync_age_seconds",
-            "Seconds since the last watch event or bookmark, by resource.",
+            "Seconds since the store was last proven current, by resource: a watch event or "
+            "bookmark, a (re-)list, or a watch that ran its whole timeout. A reconnect is no "
+            "proof (a 410 may follow): the age keeps growing until the re-list lands. Without "
+            "bookmarks, an idle cluster's age grows up to the watch timeout.",
             labels=["resource"],
         )
         for resource, seconds in sorted(self._store.ages().items()):
@@ -184,5 +187,19 @@ class Metrics:
         self.recovery_cached_pods = Gauge(
             "pullsecret_injector_recovery_cached_pods",
             "Pending pods held (trimmed) by the recovery pod watch.",
+            registry=r,
+        )
+        # ---- hardening (issue 11): connections and requests the HTTP limits ended ----
+        self.client_disconnects = Counter(
+            "pullsecret_injector_client_disconnects",
+            "Admission requests whose client disconnected before sending the whole body.",
+            registry=r,
+        )
+        self.http_rejections = Counter(
+            "pullsecret_injector_http_rejections",
+            "Connections or requests refused by an HTTP limit, by reason (header_too_large, "
+            "request_line_too_large, header_timeout, body_timeout, too_many_connections, shutdown, "
+            "malformed).",
+            ["reason"],
             registry=r,
         )

@@ -111,3 +111,47 @@ def test_the_recovery_values_reach_serve(helm: Helm) -> None:
     assert (settings.recovery_mode, settings.recovery_evictions_per_minute) == ("event", 2.5)
     assert settings.recovery_exclude_namespaces == ("monitoring",)
     assert _serve_settings(helm).recovery_mode == Settings.model_fields["recovery_mode"].default
+
+
+# ---- limits and shutdown (issue 11): the `server` values -------------------------------
+
+SERVER_VALUES = {
+    "maxHeaderBytes": "max_header_bytes",
+    "headerReadTimeoutSeconds": "header_read_timeout",
+    "bodyReadTimeoutSeconds": "body_read_timeout",
+    "idleTimeoutSeconds": "idle_timeout",
+    "maxConnections": "max_connections",
+    "maxInFlightBodyBytes": "max_inflight_body_bytes",
+    "largeReviewBytes": "large_review_bytes",
+    "largeReviewWorkers": "large_review_workers",
+    "maxContainers": "max_containers",
+    "drainSeconds": "drain_seconds",
+    "shutdownTimeoutSeconds": "shutdown_timeout",
+}
+
+
+def test_the_server_defaults_reach_serve_as_its_own_defaults(helm: Helm) -> None:
+    settings = _serve_settings(helm)
+    defaults = {name: Settings.model_fields[name].default for name in SERVER_VALUES.values()}
+    assert {name: getattr(settings, name) for name in defaults} == defaults
+
+
+def test_every_server_value_reaches_serve(helm: Helm) -> None:
+    server = {
+        "maxHeaderBytes": 65536,
+        "headerReadTimeoutSeconds": 5,
+        "bodyReadTimeoutSeconds": 6,
+        "idleTimeoutSeconds": 45,
+        "maxConnections": 64,
+        "maxInFlightBodyBytes": 100_000_000,  # a large integer: rendered as one
+        "largeReviewBytes": 524288,
+        "largeReviewWorkers": 2,
+        "maxContainers": 2000,
+        "drainSeconds": 7.5,
+        "shutdownTimeoutSeconds": 8,
+    }
+    assert set(server) == set(SERVER_VALUES)
+    settings = _serve_settings(helm, {"server": server, "terminationGracePeriodSeconds": 30})
+    assert {SERVER_VALUES[k]: getattr(settings, SERVER_VALUES[k]) for k in server} == {
+        SERVER_VALUES[k]: v for k, v in server.items()
+    }

@@ -235,6 +235,10 @@ VALIDATE_FAILS = {
         [PROM_RULE, *(f"metrics.prometheusRule.alerts.{a}.enabled=false" for a in ALERT_KEYS)],
         "Enable an alert, or set metrics.prometheusRule.enabled=false",
     ),
+    "grace period shorter than the shutdown": (
+        ["terminationGracePeriodSeconds=19"],  # 5 preStop + 5 drain + 10 in flight = 20
+        "Raise terminationGracePeriodSeconds to 20 or more",
+    ),
 }
 
 

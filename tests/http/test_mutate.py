@@ -5,19 +5,25 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import socket
+import ssl
 from typing import Any
 
 import httpx
 import jsonpatch
 import pytest
 import yaml
-from helpers import EXAMPLES, review
+from helpers import EXAMPLES, review, wait_for
 
 JSON = {"Content-Type": "application/json"}
 
 
 def post(client: httpx.Client, doc: Any) -> httpx.Response:
     return client.post("/mutate?timeout=10s", content=json.dumps(doc), headers=JSON)
+
+
+def post_to(client: httpx.Client, path: str) -> httpx.Response:
+    return client.post(path, content=json.dumps(review("v1-create-pod-dry-run.json")), headers=JSON)
 
 
 def admitted_pod(doc: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
@@ -175,8 +181,53 @@ def test_not_an_admission_review_is_400(client: httpx.Client) -> None:
     assert "apiVersion must be one of" in r.json()["message"]
 
 
-def test_get_is_not_allowed(client: httpx.Client) -> None:
-    assert client.get("/mutate").status_code == 405
+def assert_json_status(r: httpx.Response, code: int) -> None:
+    assert r.status_code == code
+    assert r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert body["kind"] == "Status" and body["status"] == "Failure" and body["message"]
+
+
+def test_get_is_not_allowed_and_says_so_in_a_json_status(client: httpx.Client) -> None:
+    r = client.get("/mutate")
+    assert_json_status(r, 405)
+    assert r.headers["allow"] == "POST"
+
+
+def test_an_unknown_path_is_a_json_404(client: httpx.Client) -> None:
+    assert_json_status(post_to(client, "/nowhere"), 404)
+
+
+def test_a_trailing_slash_is_not_redirected(client: httpx.Client) -> None:
+    r = post_to(client, "/mutate/")
+    assert "location" not in r.headers
+    assert_json_status(r, 404)
+
+
+def test_ops_port_errors_are_json_statuses(server: Any) -> None:
+    assert_json_status(httpx.get(f"{server.ops_url}/nowhere"), 404)
+    assert_json_status(httpx.post(f"{server.ops_url}/readyz"), 405)
+
+
+def test_a_client_gone_mid_body_is_counted_not_logged_as_an_error(server: Any) -> None:
+    body = json.dumps(review("v1-create-pod-dry-run.json")).encode()
+    ctx = ssl.create_default_context(cafile=str(server.ca_file))
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as sock,
+    ):
+        sock.sendall(
+            b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body[: len(body) // 2]
+        )
+    wait_for(
+        lambda: (
+            "pullsecret_injector_client_disconnects_total 1.0"
+            in httpx.get(f"{server.ops_url}/metrics").text
+        ),
+        "the disconnect counted",
+    )
+    assert "Exception in ASGI application" not in server.logs()
 
 
 # ---- operations port ---------------------------------------------------------------------

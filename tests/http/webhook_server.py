@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from helpers import EXAMPLES
 from serve_process import ServeProcess, spawn
 
 from webhook.serve import certs
@@ -55,3 +58,13 @@ def start_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> S
 
 def stop_server(server: Server) -> None:
     server.stop(10)
+
+
+@contextlib.contextmanager
+def example_server(tmp: Path, *extra: str, env: dict[str, str] | None = None) -> Iterator[Server]:
+    """A server on the example cluster state (examples/cluster.yaml), stopped after."""
+    srv = start_server(tmp, "--objects", str(EXAMPLES / "cluster.yaml"), *extra, env=env)
+    try:
+        yield srv
+    finally:
+        stop_server(srv)

@@ -149,6 +149,15 @@ def test_runtime_stage_is_non_root_without_build_tools_and_runs_serve() -> None:
     assert runtime.env["PATH"].startswith("/opt/venv/bin:")
 
 
+def test_the_runtime_gives_freed_memory_back() -> None:
+    """Issue 11: glibc's malloc for every object, so that what a large review freed goes
+    back to the kernel (webhook/serve/memory.py; tests/http/test_memory.py runs with it)."""
+    from webhook.serve.memory import RECOMMENDED_PYTHONMALLOC  # noqa: PLC0415
+
+    _, stages = read_dockerfile()
+    assert stages[-1].env.get("PYTHONMALLOC") == RECOMMENDED_PYTHONMALLOC
+
+
 def test_the_venv_is_on_path_only_after_the_run_that_fills_it() -> None:
     """The bug that broke every build: with PATH into the venv set before the RUN, the RUN's
     `python -m pip` was the venv's own interpreter, which has no pip."""

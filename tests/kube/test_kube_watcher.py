@@ -520,3 +520,44 @@ def test_the_store_resource_names(cluster: Cluster, make_harness: MakeHarness) -
     h = make_harness()
     wait_for(lambda: synced(h), "the first sync")
     assert h.store.is_synced(SECRETS) and h.store.is_synced(NAMESPACES)
+
+
+def test_the_relist_after_a_410_is_immediate_whatever_failed_before(
+    cluster: Cluster,
+    apiserver: ApiServer,
+    make_harness: MakeHarness,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 11, item 6: watches fail for a while (the API server restarting), then the
+    reconnect gets a 410; the re-list must not wait out the backoff of those failures,
+    and the age of the picture must not reset on that reconnect."""
+    populate(cluster)
+    h = make_harness(backoff_cap_seconds=60)
+    wait_for(lambda: synced(h) and apiserver.open_watches() == 3, "the sync and three watches")
+    caplog.set_level(logging.INFO, logger="webhook.cluster.reflector")
+    relist_gate = threading.Event()
+    apiserver.refuse_watches = True
+    apiserver.end_watches()
+    wait_for(lambda: h.restarts("secrets", "error") >= 2, "watches to fail")
+    age_before = h.store.staleness("secrets")
+    assert age_before is not None
+    cluster.delete_secret("wire-a", "quay")
+    cluster.compact()
+    apiserver.before_list = lambda _request: relist_gate.wait(30)  # re-lists pending
+    apiserver.refuse_watches = False
+    try:
+        # both secret streams (one a type) reconnect, get their 410, and wait on the re-list
+        wait_for(lambda: h.restarts("secrets", "expired") >= 2, "reconnects to get the 410", 60)
+        age_pending = h.store.staleness("secrets")
+        assert age_pending is not None
+        assert age_pending >= age_before  # not reset by the reconnect that got the 410
+    finally:
+        relist_gate.set()
+        apiserver.before_list = None
+    wait_for(lambda: h.secret("wire-a", "quay") is None, "the deletion, through the re-list")
+    retries = [
+        getattr(r, "retry_in_seconds", None)
+        for r in caplog.records
+        if r.getMessage().startswith("resourceVersion expired") and r.stream.startswith("secrets")  # type: ignore[attr-defined]
+    ]
+    assert retries and all(delay == 0 for delay in retries), retries

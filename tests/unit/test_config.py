@@ -105,6 +105,11 @@ def test_the_options_objects_default_to_the_settings_defaults() -> None:
     assert WatchOptions.of(settings) == WatchOptions()
 
 
+def test_the_body_budget_must_hold_the_largest_body() -> None:
+    with pytest.raises(ValidationError, match="max_inflight_body_bytes must be at least"):
+        Settings(dev=True, max_body_bytes=2048, max_inflight_body_bytes=1024)
+
+
 def test_recovery_settings_from_the_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings(dev=True).recovery_mode == "evict"  # the documented default
     assert Settings(dev=True).recovery_evictions_per_minute == 10

@@ -120,7 +120,8 @@ class Reflector:
     """One list+watch stream in a thread of its own (a daemon).
 
     ``on_listed(first)`` runs after each full list is handed over, ``on_alive()`` after each
-    event, bookmark or (re)connection; ``on_restart(reason)`` after each end of a watch
+    event or bookmark and after a watch that ran its whole timeout (a reconnect proves
+    nothing: a 410 may follow); ``on_restart(reason)`` after each end of a watch
     (``timeout``, ``closed``, ``expired``, ``error``); ``staleness()`` is only logged.
     """
 
@@ -154,7 +155,8 @@ class Reflector:
         self._response: Any = None  # the in-flight urllib3 response, cut by stop()
         self._thread: threading.Thread | None = None
         self.synced = False  # a full list has been handed over at least once
-        self.healthy = False  # the last request succeeded (cleared by an error)
+        self.healthy = False  # the last request succeeded (cleared by an error or a 410)
+        self.connected = False  # the current watch got its response (the server is back)
 
     # ---- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -180,8 +182,11 @@ class Reflector:
     # ---- the loop --------------------------------------------------------------------------
     def _run(self) -> None:
         rv: str | None = None
+        reason = ""
         while not self._stop.is_set():
             delay = 0.0
+            last_reason = reason
+            self.connected = False
             try:
                 if rv is None:
                     rv = self._list()
@@ -191,6 +196,7 @@ class Reflector:
                 if lasted + 0.5 >= self._options.watch_timeout_seconds:
                     reason = "timeout"  # the server's timeoutSeconds: the normal case
                     self._backoff.forget(self.key)
+                    self._on_alive()  # a whole watch without a 410: fresh until now
                 elif events or lasted >= _MIN_HEALTHY_WATCH_SECONDS:
                     reason = "closed"
                     self._backoff.forget(self.key)
@@ -204,22 +210,32 @@ class Reflector:
             except StoppedError:
                 break
             except _ExpiredError:
-                # The first re-list after a 410 is immediate; repeated ones back off.
+                # The server answered, so any outage is over: the first re-list after a 410
+                # is immediate whatever failed before; only repeated 410s back off. The
+                # picture is stale until the re-list lands (the age keeps growing).
                 rv = None
                 reason = "expired"
-                first = self._backoff.num_requeues(self.key) == 0
+                self.healthy = False
+                if last_reason != "expired":
+                    self._backoff.forget(self.key)
                 delay = self._backoff.when(self.key)
-                if first:
+                if self._backoff.num_requeues(self.key) == 1:
                     delay = 0.0
                 log.info(
                     "resourceVersion expired (410 Gone): listing again",
-                    extra={"stream": self.key, "staleness_seconds": self._age()},
+                    extra={
+                        "stream": self.key,
+                        "staleness_seconds": self._age(),
+                        "retry_in_seconds": round(delay, 3),
+                    },
                 )
             except Exception as exc:
                 if self._stop.is_set():
                     break
                 self.healthy = False
                 reason = "error"
+                if self.connected:  # a live watch ended the outage: start the backoff over
+                    self._backoff.forget(self.key)
                 delay = self._backoff.when(self.key)
                 log.warning(
                     "list/watch failed: retrying with backoff",
@@ -322,8 +338,10 @@ class Reflector:
         def call(**kwargs: Any) -> Any:
             response = self._list_fn(**kwargs)
             self._adopt(response)
-            self.healthy = True  # connected: the server replays everything after rv
-            self._on_alive()
+            # Connected: the server is back, and replays everything after rv. Not a proof of
+            # freshness yet (a 410 may come as the first event): the age moves on events.
+            self.healthy = True
+            self.connected = True
             return response
 
         kwargs: dict[str, Any] = {

@@ -20,6 +20,10 @@ from webhook.core.injection import Decision
 
 API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")
 MAX_WARNING_CHARS = 256  # the API server may truncate longer warnings
+# At most this many warnings per response, then one "and N more" (issue 11: a response must
+# not grow with the request; the API server keeps only the first few kilobytes of them).
+MAX_WARNINGS = 10
+MAX_AUDIT_IMAGES = 32  # images named in the injected-for-images audit annotation
 AUDIT_KEY_INJECTED = "injected-secrets"
 AUDIT_KEY_IMAGES = "injected-for-images"
 
@@ -133,9 +137,13 @@ def _review(req: AdmissionRequest, response: dict[str, Any]) -> dict[str, Any]:
 
 
 def _clip(warnings: tuple[str, ...] | list[str]) -> list[str]:
-    return [
-        w if len(w) <= MAX_WARNING_CHARS else w[: MAX_WARNING_CHARS - 1] + "…" for w in warnings
+    kept = [
+        w if len(w) <= MAX_WARNING_CHARS else w[: MAX_WARNING_CHARS - 1] + "…"
+        for w in warnings[:MAX_WARNINGS]
     ]
+    if len(warnings) > MAX_WARNINGS:
+        kept.append(f"and {len(warnings) - MAX_WARNINGS} more warnings")
+    return kept
 
 
 def allowed(
@@ -193,8 +201,13 @@ class Answer:
 
 
 def audit_annotations(decision: Decision) -> dict[str, str]:
+    """What was injected, and for which images: at most MAX_AUDIT_IMAGES of them, then a
+    count (a pod of 45,000 images made a 3 MB annotation, and as large a response)."""
     images = sorted({f"{i.name}={'+'.join(i.added)}" for i in decision.images if i.added})
-    return {AUDIT_KEY_INJECTED: ",".join(decision.add), AUDIT_KEY_IMAGES: ",".join(images)}
+    listed = ",".join(images[:MAX_AUDIT_IMAGES])
+    if len(images) > MAX_AUDIT_IMAGES:
+        listed += f",(and {len(images) - MAX_AUDIT_IMAGES} more)"
+    return {AUDIT_KEY_INJECTED: ",".join(decision.add), AUDIT_KEY_IMAGES: listed}
 
 
 def handle(req: AdmissionRequest, decide: Decide) -> Answer:

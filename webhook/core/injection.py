@@ -23,6 +23,9 @@ from webhook.kubelet.reference import ImageRef, InvalidImage, parse_image
 
 OPT_OUT_ANNOTATION = "pullsecret-injector.io/inject"
 CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
+# Real pods have a handful of containers, rarely dozens; a thousand is far beyond any
+# workload yet decided in about 30 ms (bench/), so beyond it the work is not done at all.
+DEFAULT_MAX_CONTAINERS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,13 +36,22 @@ class Policy:
     # Registry hosts whose images always need credentials ("host" covers every port of it,
     # "host:port" only that port): an image there that no credential matches is warned about.
     private_registries: frozenset[str] = frozenset()
+    # A pod with more containers than this (all three kinds together) is not decided: it is
+    # admitted unchanged with a warning (issue 11: 45,000 took over a second of CPU).
+    max_containers: int = DEFAULT_MAX_CONTAINERS
 
     @classmethod
-    def build(cls, secret_selector: str | None, private_registries: Iterable[str] = ()) -> Policy:
+    def build(
+        cls,
+        secret_selector: str | None,
+        private_registries: Iterable[str] = (),
+        max_containers: int = DEFAULT_MAX_CONTAINERS,
+    ) -> Policy:
         """From configuration text; raises SelectorError for an invalid selector."""
         return cls(
             secret_selector=parse_selector(secret_selector) if secret_selector else None,
             private_registries=frozenset(private_registries),
+            max_containers=max_containers,
         )
 
 
@@ -87,6 +99,10 @@ def _containers(spec: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
         for c in items:
             if isinstance(c, Mapping):
                 yield fld, str(c.get("name", "")), c.get("image")
+
+
+def _container_count(spec: Mapping[str, Any]) -> int:
+    return sum(len(v) for f in CONTAINER_FIELDS if isinstance(v := spec.get(f), list))
 
 
 def existing_pull_secrets(spec: Mapping[str, Any]) -> list[str]:
@@ -167,10 +183,89 @@ class _Keyring:
 class _NamespaceMemo:
     secrets: Mapping[str, RegistrySecret]  # the snapshot everything here was derived from
     keyrings: dict[tuple[str, ...], _Keyring] = field(default_factory=dict)
+    entries: int = 0  # keyrings and images remembered here (counted in Decider's budget)
+    size: int = 0  # their estimated bytes
 
 
 _MAX_IMAGES_PER_KEYRING = 512
 _MAX_KEYRINGS_PER_NAMESPACE = 64
+# ---- memory bounds of the Decider memo (issue 11, item 1) ----
+# Whatever a request holds, the memo stays under both budgets: entries (keyrings and
+# images) and estimated bytes, across every namespace, least recently used dropped first.
+# A normal namespace needs a few keyrings and a few dozen images (a few KiB each at most);
+# the budgets hold thousands of such namespaces and cap what hostile pods can leave behind.
+DEFAULT_MEMO_MAX_ENTRIES = 65_536
+DEFAULT_MEMO_MAX_BYTES = 16 * 1024 * 1024
+# An image reference is at most 255 characters of name plus a tag (128) and a digest (71);
+# a container name is a DNS label (63). Anything longer is decided, never remembered.
+_MAX_MEMO_KEY_CHARS = 600
+# Warnings about imagePullSecrets entries that name no registry secret: the first few are
+# spelled out, the rest summed up in one line (the API server truncates warnings anyway).
+MAX_ENTRY_WARNINGS = 10
+_ENTRY_COST = 200  # bytes: object headers, dict slots and tuple of one memo entry
+
+
+def _text_cost(*texts: str | None) -> int:
+    return sum(len(t) + 50 for t in texts if t is not None)
+
+
+def _keyring_cost(ring: _Keyring) -> int:
+    scope = ring.scope
+    return (
+        _ENTRY_COST
+        + 64 * len(ring.entries)
+        + sum(_text_cost(n) for n in scope.candidates)
+        + sum(_text_cost(n, why) for n, why in scope.not_added.items())
+        + _text_cost(*ring.warnings)
+    )
+
+
+def _image_cost(key: tuple[str, str, str], known: tuple[ImageDecision, str | None]) -> int:
+    decision, warning = known
+    return (
+        _ENTRY_COST * 2
+        + _text_cost(*key)
+        + _text_cost(decision.name, warning)
+        + 8 * (len(decision.used) + len(decision.added))
+    )
+
+
+def _split_entries(
+    spec: Mapping[str, Any], secrets: Mapping[str, RegistrySecret]
+) -> tuple[tuple[str, ...], list[str], int]:
+    """The pod's imagePullSecrets entries as (the distinct names of a secret of the namespace
+    in order, the first MAX_ENTRY_WARNINGS distinct other names, how many other entries
+    follow those). Nothing here grows with the entries the pod's author made up."""
+    entries = spec.get("imagePullSecrets")
+    known: dict[str, None] = {}
+    unknown: dict[str, None] = {}
+    more = 0
+    for entry in entries if isinstance(entries, list) else ():
+        name = entry.get("name") if isinstance(entry, Mapping) else None
+        if not isinstance(name, str) or name in known or name in unknown:
+            continue
+        if name in secrets:
+            known[name] = None
+        elif len(unknown) < MAX_ENTRY_WARNINGS:
+            unknown[name] = None
+        else:
+            more += 1
+    return tuple(known), list(unknown), more
+
+
+def _unknown_entry_warnings(unknown: Sequence[str], more: int, namespace: str) -> list[str]:
+    """Warnings for entries naming no registry secret: MAX_ENTRY_WARNINGS, then a count."""
+    warnings = [
+        f"imagePullSecrets entry {name!r} names no registry secret in namespace "
+        f"{namespace!r}: the kubelet will pull without it"
+        for name in unknown
+    ]
+    if more:
+        warnings.append(
+            f"and {more} more imagePullSecrets entries name no registry secret in "
+            f"namespace {namespace!r}"
+        )
+    return warnings
 
 
 def _keyring(
@@ -179,16 +274,12 @@ def _keyring(
     namespace: str,
     policy: Policy,
 ) -> _Keyring:
+    """The keyring of the existing entries that name a registry secret (`existing`)."""
     warnings: list[str] = []
     entries: list[tuple[str, Sequence[RegistryKey]]] = []
     for name in existing:
-        known = secrets.get(name)
-        if known is None:
-            warnings.append(
-                f"imagePullSecrets entry {name!r} names no registry secret in namespace "
-                f"{namespace!r}: the kubelet will pull without it"
-            )
-        elif known.error is not None:
+        known = secrets[name]
+        if known.error is not None:
             warnings.append(
                 f"imagePullSecrets entry {name!r} cannot be parsed by the kubelet "
                 f"({known.error}): every pull of this pod will fail"
@@ -238,28 +329,77 @@ class Decider:
     was derived from one mapping object stays right while the store hands out that same
     object: a memo is used only for the very object it was derived from (held, so its
     identity cannot be reused) and dropped when the namespace's mapping changes. What is
-    remembered is immutable (ImageDecision, str), so decisions can share it. Bounded: at
-    most `max_namespaces` namespaces (oldest dropped first), 64 sets of existing entries
-    per namespace and 512 container images per set. Not thread-safe: one per event loop.
+    remembered is immutable (ImageDecision, str), so decisions can share it.
+
+    Bounded whatever the requests hold (issue 11): keyrings are keyed on the existing
+    entries that name a secret of the namespace (cluster state), never on the names a pod
+    makes up; images longer than a valid reference are not remembered; and the whole memo
+    stays under `max_entries` entries and `max_bytes` estimated bytes, least recently used
+    namespace dropped first (also at most `max_namespaces` namespaces, 64 keyrings per
+    namespace and 512 images per keyring). Not thread-safe: one per event loop.
     """
 
-    def __init__(self, policy: Policy, max_namespaces: int = 4096) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        max_namespaces: int = 4096,
+        *,
+        max_entries: int = DEFAULT_MEMO_MAX_ENTRIES,
+        max_bytes: int = DEFAULT_MEMO_MAX_BYTES,
+    ) -> None:
         self.policy = policy
         self._max_namespaces = max_namespaces
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
         self._memo: dict[str, _NamespaceMemo] = {}
+        self._entries = 0
+        self._bytes = 0
 
-    def _keyring(
-        self, namespace: str, secrets: Mapping[str, RegistrySecret], existing: tuple[str, ...]
-    ) -> _Keyring:
-        memo = self._memo.get(namespace)
-        if memo is None or memo.secrets is not secrets:
-            if memo is None and len(self._memo) >= self._max_namespaces:
-                del self._memo[next(iter(self._memo))]
-            memo = self._memo[namespace] = _NamespaceMemo(secrets)
+    def memo_size(self) -> tuple[int, int]:
+        """(entries, estimated bytes) remembered now."""
+        return self._entries, self._bytes
+
+    def _drop(self, namespace: str) -> None:
+        memo = self._memo.pop(namespace)
+        self._entries -= memo.entries
+        self._bytes -= memo.size
+
+    def _admit(self, memo: _NamespaceMemo, cost: int) -> bool:
+        """Make room for one entry of `cost` bytes in `memo`, dropping the least recently
+        used other namespaces; False when it cannot fit (it is then not remembered)."""
+        if cost > self._max_bytes:
+            return False
+        while self._entries + 1 > self._max_entries or self._bytes + cost > self._max_bytes:
+            oldest = next(iter(self._memo))
+            if self._memo[oldest] is memo:
+                return False
+            self._drop(oldest)
+        memo.entries += 1
+        memo.size += cost
+        self._entries += 1
+        self._bytes += cost
+        return True
+
+    def _namespace(self, namespace: str, secrets: Mapping[str, RegistrySecret]) -> _NamespaceMemo:
+        memo = self._memo.pop(namespace, None)  # re-inserted last: most recently used
+        if memo is not None and memo.secrets is not secrets:
+            self._entries -= memo.entries
+            self._bytes -= memo.size
+            memo = None
+        if memo is None:
+            while len(self._memo) >= self._max_namespaces:
+                self._drop(next(iter(self._memo)))
+            memo = _NamespaceMemo(secrets)
+        self._memo[namespace] = memo
+        return memo
+
+    def _keyring(self, memo: _NamespaceMemo, namespace: str, existing: tuple[str, ...]) -> _Keyring:
         ring = memo.keyrings.get(existing)
         if ring is None:
-            ring = _keyring(secrets, existing, namespace, self.policy)
-            if len(memo.keyrings) < _MAX_KEYRINGS_PER_NAMESPACE:
+            ring = _keyring(memo.secrets, existing, namespace, self.policy)
+            if len(memo.keyrings) < _MAX_KEYRINGS_PER_NAMESPACE and self._admit(
+                memo, _keyring_cost(ring)
+            ):
                 memo.keyrings[existing] = ring
         return ring
 
@@ -274,17 +414,34 @@ class Decider:
         spec = pod.get("spec")
         if not isinstance(spec, Mapping):
             return Decision((), (), (), reason="pod has no spec")
+        count = _container_count(spec)
+        if count > self.policy.max_containers:
+            why = (
+                f"pod has {count} containers, more than the {self.policy.max_containers} "
+                "pullsecret-injector decides for: no imagePullSecrets injected"
+            )
+            return Decision((), (), (why,), reason=why)
 
-        ring = self._keyring(namespace, secrets, tuple(dict.fromkeys(existing_pull_secrets(spec))))
-        warnings = list(ring.warnings)
+        # The keyring depends only on the entries that name a secret of the namespace; the
+        # others (any number, made up by the pod's author) only give warnings, never memo keys.
+        existing, unknown, more = _split_entries(spec, secrets)
+        memo = self._namespace(namespace, secrets)
+        ring = self._keyring(memo, namespace, existing)
+        warnings = _unknown_entry_warnings(unknown, more, namespace) + list(ring.warnings)
         images: list[ImageDecision] = []
         added: set[str] = set()
         for fld, container, image in _containers(spec):
             key = (fld, container, image)
-            known = ring.images.get(key) if type(image) is str else None
+            rememberable = type(image) is str and len(container) + len(image) <= _MAX_MEMO_KEY_CHARS
+            known = ring.images.get(key) if rememberable else None
             if known is None:
                 known = _image(ring, fld, container, image, self.policy)
-                if type(image) is str and len(ring.images) < _MAX_IMAGES_PER_KEYRING:
+                if (
+                    rememberable
+                    and len(ring.images) < _MAX_IMAGES_PER_KEYRING
+                    and memo.keyrings.get(existing) is ring
+                    and self._admit(memo, _image_cost(key, known))
+                ):
                     ring.images[key] = known
             decision, warning = known
             images.append(decision)

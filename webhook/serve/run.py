@@ -30,6 +30,7 @@ from webhook.cluster.store import Store, freeze_heap
 from webhook.config import Settings
 from webhook.metrics import Metrics
 from webhook.serve.app import LiveRead, create_app, create_ops_app
+from webhook.serve.server import Drain, DrainingServer, apply_limits
 from webhook.serve.tls import CertReloader, server_context
 
 if TYPE_CHECKING:  # only a live cluster loads the Kubernetes client
@@ -63,10 +64,11 @@ def certificates(settings: Settings) -> Iterator[tuple[Path, Path]]:
             file=sys.stderr,
             flush=True,
         )
+        print(f"dev mode CA: {paths['ca.crt']}", flush=True)  # stdout, for scripts (issue 11)
         yield paths["tls.crt"], paths["tls.key"]
 
 
-class _MainServer(uvicorn.Server):
+class _MainServer(DrainingServer):
     """The HTTPS server: a signal shuts it down gracefully, and is not raised again after.
 
     uvicorn re-raises SIGTERM/SIGINT once it has shut down, so that the default handler
@@ -148,17 +150,22 @@ async def _run_servers(
         settings.host,
         settings.port,
     )
+    drain = Drain()  # issue 11: HTTP limits and shutdown (webhook/serve/limits.py, shutdown.py)
+    apply_limits(main_cfg, settings, metrics, drain)
     main_cfg.load()
     main_cfg.ssl = ctx
     ops = _OpsServer(
         uvicorn_config(
-            create_ops_app(state.store, metrics), settings.metrics_host, settings.metrics_port
+            create_ops_app(state.store, metrics, drain),
+            settings.metrics_host,
+            settings.metrics_port,
         )
     )
     reloading = asyncio.create_task(reloader.run(settings.cert_reload_seconds))
     ops_serving = asyncio.create_task(ops.serve())
     try:
-        await _MainServer(main_cfg).serve()
+        main = _MainServer(main_cfg, drain, settings.drain_seconds, settings.shutdown_timeout)
+        await main.serve()
     finally:
         reloading.cancel()
         ops.should_exit = True

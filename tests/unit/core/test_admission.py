@@ -141,6 +141,14 @@ def test_long_warnings_are_clipped() -> None:
     assert len(built["response"]["warnings"][0]) == 256
 
 
+def test_at_most_ten_warnings_then_how_many_more() -> None:
+    req = parse_review(review("v1beta1-create-pod.json"))
+    built = allowed(req, [f"w{i}" for i in range(110_000)])
+    warnings = built["response"]["warnings"]
+    assert warnings[:10] == [f"w{i}" for i in range(10)]
+    assert warnings[10:] == ["and 109990 more warnings"]
+
+
 def test_dry_run_gets_the_same_answer(example_store: Store) -> None:
     dry = review("v1-create-pod-dry-run.json")
     wet = json.loads(json.dumps(dry))
@@ -148,3 +156,14 @@ def test_dry_run_gets_the_same_answer(example_store: Store) -> None:
     a = handle(parse_review(dry), decide_with(example_store)).review["response"]
     b = handle(parse_review(wet), decide_with(example_store)).review["response"]
     assert a == b and a.get("patch")
+
+
+def test_the_audit_annotation_names_32_images_then_how_many_more(example_store: Store) -> None:
+    doc = review("v1-create-pod-dry-run.json")
+    doc["request"]["object"]["spec"]["containers"] = [
+        {"name": f"c{i}", "image": f"registry.example.com/app-{i}"} for i in range(1000)
+    ]
+    answer = handle(parse_review(doc), decide_with(example_store))
+    images = answer.review["response"]["auditAnnotations"]["injected-for-images"]
+    assert images.count("registry.example.com/app-") == 32
+    assert images.endswith(",(and 968 more)")

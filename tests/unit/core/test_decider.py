@@ -118,3 +118,80 @@ def test_the_patch_appends_after_existing_entries_in_name_order(store: Store) ->
     assert d.add == ("another", "example")
     assert [op["path"] for op in d.patch] == ["/spec/imagePullSecrets/-"] * 2
     assert [op["value"] for op in d.patch] == [{"name": "another"}, {"name": "example"}]
+
+
+# ---- bounded memory (issue 11, item 1) ---------------------------------------------------
+
+
+def test_made_up_pull_secret_names_are_never_remembered(store: Store) -> None:
+    decider = Decider(Policy.build(None, []))
+    secrets = store.secrets_in(NS)
+    decider.decide(pod("registry.example.com/app"), NS, secrets)
+    remembered = decider.memo_size()
+    for round_ in range(100):
+        names = [f"r{round_}-{i}" for i in range(1000)]
+        decision = decider.decide(pod("registry.example.com/app", pull=names), NS, secrets)
+        assert decision.add == ("example",)
+    assert decider.memo_size() == remembered
+
+
+def test_entry_warnings_are_ten_then_a_count(store: Store) -> None:
+    names = [f"typo-{i}" for i in range(25)] + ["typo-0", "example"]
+    decision = Decider(Policy.build(None, [])).decide(
+        pod("registry.example.com/app", pull=names), NS, store.secrets_in(NS)
+    )
+    assert len(decision.warnings) == 11
+    assert "'typo-9'" in decision.warnings[9]
+    assert decision.warnings[10].startswith("and 15 more imagePullSecrets entries")
+    assert decision.add == ()  # the existing entry "example" already serves the image
+
+
+def test_the_memo_stays_under_its_byte_budget_whatever_the_images(store: Store) -> None:
+    budget = 256 * 1024
+    decider = Decider(Policy.build(None, []), max_bytes=budget)
+    for ns in range(50):
+        namespace = f"ns-{ns}"
+        store.upsert_secret(registry_secret(namespace, "example", "registry.example.com"))
+        images = [f"registry.example.com/{ns}-{i}-{'x' * 200}" for i in range(200)]
+        decision = decider.decide(pod(*images), namespace, store.secrets_in(namespace))
+        assert decision.add == ("example",)
+        entries, size = decider.memo_size()
+        assert size <= budget
+    assert entries > 0  # it still remembers what fits
+
+
+def test_the_memo_stays_under_its_entry_budget(store: Store) -> None:
+    decider = Decider(Policy.build(None, []), max_entries=100)
+    secrets = store.secrets_in(NS)
+    for i in range(1000):
+        decider.decide(pod(f"registry.example.com/app-{i}"), NS, secrets)
+        assert decider.memo_size()[0] <= 100
+
+
+def test_an_image_longer_than_any_reference_is_decided_not_remembered(store: Store) -> None:
+    decider = Decider(Policy.build(None, []))
+    secrets = store.secrets_in(NS)
+    decider.decide(pod("registry.example.com/app"), NS, secrets)
+    before = decider.memo_size()
+    decision = decider.decide(pod("registry.example.com/" + "a" * 100_000), NS, secrets)
+    assert "not a valid reference" in decision.warnings[0]
+    assert decider.memo_size() == before
+
+
+def test_a_pod_beyond_the_container_bound_is_admitted_unchanged_with_a_warning(
+    store: Store,
+) -> None:
+    decider = Decider(Policy.build(None, [], max_containers=10))
+    secrets = store.secrets_in(NS)
+    assert decider.decide(pod(*["registry.example.com/app"] * 10), NS, secrets).add == ("example",)
+    decision = decider.decide(pod(*["registry.example.com/app"] * 11), NS, secrets)
+    assert decision.add == () and decision.patch == ()
+    assert decision.warnings == (decision.reason,)
+    assert "11 containers, more than the 10" in decision.reason
+
+
+def test_the_container_bound_of_the_settings_is_the_core_default() -> None:
+    from webhook.config import Settings  # noqa: PLC0415
+    from webhook.core.injection import DEFAULT_MAX_CONTAINERS  # noqa: PLC0415
+
+    assert Settings(dev=True).max_containers == DEFAULT_MAX_CONTAINERS == Policy().max_containers

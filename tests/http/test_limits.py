@@ -1,0 +1,157 @@
+"""Limits on every HTTPS connection (issue 11, items 2, 3 and 7), over raw TLS sockets.
+
+A server of its own with small limits, so that each one is reached at once; each test
+waits for what the server does (an answer, a close), never for a fixed time, and would
+hang until its socket timeout, then fail, without the limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import ssl
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import pytest
+from helpers import review
+from webhook_server import Server, example_server
+
+MAX_HEADER_BYTES = 16 * 1024
+MAX_CONNECTIONS = 4
+BODY_BUDGET = 256 * 1024
+WAIT = 20  # seconds a socket waits for the server before the test fails
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with example_server(
+        tmp_path_factory.mktemp("limits"),
+        "--max-header-bytes", str(MAX_HEADER_BYTES),
+        "--header-read-timeout", "1",
+        "--body-read-timeout", "1",
+        "--idle-timeout", "1",
+        "--max-connections", str(MAX_CONNECTIONS),
+        "--max-body-bytes", str(BODY_BUDGET),
+        "--max-inflight-body-bytes", str(BODY_BUDGET),
+    ) as srv:  # fmt: skip
+        yield srv
+
+
+def connect(server: Server) -> ssl.SSLSocket:
+    ctx = ssl.create_default_context(cafile=str(server.ca_file))
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=WAIT)
+    return ctx.wrap_socket(raw, server_hostname="localhost")
+
+
+def read_all(sock: ssl.SSLSocket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, ssl.SSLEOFError):
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
+    return status, headers, body
+
+
+def assert_status(raw: bytes, code: int) -> dict[str, str]:
+    status, headers, body = parse(raw)
+    assert status == code, raw[:300]
+    assert headers["content-type"] == "application/json"
+    doc = json.loads(body)
+    assert doc["kind"] == "Status" and doc["status"] == "Failure"
+    assert doc["message"]
+    return headers
+
+
+def test_headers_over_the_limit_get_431_and_the_connection_closes(limited: Server) -> None:
+    with connect(limited) as sock:
+        sock.sendall(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\n")
+        header = b"X-Big: " + b"a" * 1000 + b"\r\n"
+        # the server may close before all of it is sent
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            for _ in range(4 * MAX_HEADER_BYTES // len(header)):
+                sock.sendall(header)
+        headers = assert_status(read_all(sock), 431)
+    assert headers["connection"] == "close"
+
+
+def test_a_request_line_over_the_limit_gets_414(limited: Server) -> None:
+    with connect(limited) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            sock.sendall(b"POST /mutate?" + b"q" * (2 * MAX_HEADER_BYTES))  # may be cut short
+        assert_status(read_all(sock), 414)
+
+
+def test_headers_not_finished_in_time_get_408(limited: Server) -> None:
+    with connect(limited) as sock:
+        sock.sendall(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\n")  # and no more
+        assert_status(read_all(sock), 408)
+
+
+def test_a_body_shorter_than_its_content_length_gets_408(limited: Server) -> None:
+    body = json.dumps(review("v1-create-pod-dry-run.json")).encode()
+    with connect(limited) as sock:
+        sock.sendall(
+            b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body[: len(body) // 2]
+        )
+        assert_status(read_all(sock), 408)
+
+
+def test_a_connection_that_sends_nothing_is_closed(limited: Server) -> None:
+    with connect(limited) as sock:
+        assert read_all(sock) == b""
+
+
+def test_an_idle_keep_alive_connection_is_closed(limited: Server) -> None:
+    body = json.dumps(review("v1-create-pod-dry-run.json")).encode()
+    with connect(limited) as sock:
+        sock.sendall(
+            b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+        status, headers, _ = parse(read_all(sock))  # the answer, then the close
+    assert status == 200
+    assert headers.get("connection") != "close"  # kept alive, then closed when idle
+
+
+def test_connections_beyond_the_cap_get_503(limited: Server) -> None:
+    with ExitStack() as stack:
+        held = [stack.enter_context(connect(limited)) for _ in range(MAX_CONNECTIONS)]
+        extra = stack.enter_context(connect(limited))
+        assert_status(read_all(extra), 503)
+        assert len(held) == MAX_CONNECTIONS
+
+
+def test_a_malformed_request_gets_a_json_400(limited: Server) -> None:
+    with connect(limited) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        assert_status(read_all(sock), 400)
+
+
+def test_bodies_in_flight_beyond_the_budget_get_503(limited: Server) -> None:
+    head = (
+        b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % (BODY_BUDGET - 1024)
+    )
+    part = b" " * (BODY_BUDGET // 2 + 4096)  # two of them cross the budget
+    with connect(limited) as first, connect(limited) as second:
+        first.sendall(head + part)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            second.sendall(head + part)
+        answers = {parse(read_all(sock))[0] for sock in (first, second)}
+    assert answers == {503, 408}  # one refused at once, the other timed out mid-body
