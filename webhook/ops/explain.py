@@ -163,7 +163,7 @@ def _verdict(
         )
     return (
         f"no registry secret in namespace {namespace!r} has credentials for it: create one "
-        "(or a project/cluster source selecting this namespace), then recreate the pod"
+        f"(or a project/cluster source selecting this namespace); then {outlook}"
     )
 
 
