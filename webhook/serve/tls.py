@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 import ssl
+import tempfile
 from pathlib import Path
 
 from webhook.metrics import Metrics
@@ -36,11 +37,27 @@ def certificate_not_after(cert_file: Path) -> float:
     return cert.not_valid_after_utc.timestamp()
 
 
-def _digest(*files: Path) -> str:
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f.read_bytes())
-    return h.hexdigest()
+def _digest(cert_file: Path, key_file: Path) -> str:
+    return hashlib.sha256(cert_file.read_bytes() + key_file.read_bytes()).hexdigest()
+
+
+def _load_checked(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
+    """Load a certificate and key into the live context only once they are known to match.
+
+    OpenSSL sets the certificate before it checks the key against it and, on a mismatch,
+    drops it: a half-written pair loaded straight into the live context would leave it with
+    no certificate, and every handshake would fail until the next good reload. So the very
+    bytes read once are tried in a scratch context first (load_cert_chain takes paths: a
+    private temporary directory holds them for the two loads, /tmp being the one writable
+    place of the image), and raise there if they do not match.
+    """
+    with tempfile.TemporaryDirectory(prefix="psi-tls-") as tmp:
+        cert_file, key_file = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
+        key_file.touch(mode=0o600)
+        key_file.write_bytes(key)
+        cert_file.write_bytes(cert)
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_file, key_file)
+        ctx.load_cert_chain(cert_file, key_file)
 
 
 class CertReloader:
@@ -63,15 +80,16 @@ class CertReloader:
         next poll while the old certificate keeps serving.
         """
         try:
-            digest = _digest(self.cert_file, self.key_file)
+            cert, key = self.cert_file.read_bytes(), self.key_file.read_bytes()
         except OSError as exc:
             log.warning("certificate files unreadable", extra={"error": str(exc)})
             self.metrics.cert_reloads.labels("error").inc()
             return False
+        digest = hashlib.sha256(cert + key).hexdigest()
         if digest == self._digest:
             return False
         try:
-            self.ctx.load_cert_chain(self.cert_file, self.key_file)
+            _load_checked(self.ctx, cert, key)
         except (OSError, ssl.SSLError) as exc:
             log.warning("certificate reload failed, keeping the old one", extra={"error": str(exc)})
             self.metrics.cert_reloads.labels("error").inc()

@@ -67,3 +67,41 @@ def test_unreadable_files_count_as_an_error(reloader: CertReloader) -> None:
     reloader.key_file.unlink()
     assert reloader.check() is False
     assert _reloads(reloader.metrics, "error") == 1
+
+
+def _handshake(server: ssl.SSLContext) -> bytes:
+    """A TLS handshake against `server` in memory; the DER certificate it served."""
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    c = client.wrap_bio(c_in, c_out, server_hostname="localhost")
+    s = server.wrap_bio(s_in, s_out, server_side=True)
+    done = {c: False, s: False}
+    for _ in range(10):
+        for side in (c, s):
+            if not done[side]:
+                try:
+                    side.do_handshake()
+                    done[side] = True
+                except ssl.SSLWantReadError:
+                    pass
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+        if all(done.values()):
+            der = c.getpeercert(binary_form=True)
+            assert der is not None
+            return der
+    raise AssertionError("no handshake")
+
+
+def test_a_failed_reload_leaves_the_context_serving_the_old_pair(
+    reloader: CertReloader, tmp_path: Path
+) -> None:
+    """OpenSSL sets the certificate before it checks the key: a mismatched pair loaded into
+    the live context would leave it with no usable certificate, and every handshake until
+    the next good reload would fail (seen as SSL EOF in the rotation test under load)."""
+    before = _handshake(reloader.ctx)
+    cert, _ = _pair(tmp_path / "new")
+    reloader.cert_file.write_bytes(cert.read_bytes())  # the key is still the old one
+    assert reloader.check() is False
+    assert _handshake(reloader.ctx) == before
