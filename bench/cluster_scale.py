@@ -42,6 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import urllib3
+
 from bench.load import free_port
 from bench.workload import REGISTRY_SECRETS, SHAPES, encode, review
 
@@ -291,9 +293,10 @@ def _restart_apiserver(core: Any, kit: Path, state_dir: Path) -> tuple[float, An
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            resp = core.api_client.call_api(
-                "/readyz", "GET", auth_settings=["BearerToken"],
-                _preload_content=False, _request_timeout=(1, 2),
+            api = core.api_client
+            resp = api.rest_client.pool_manager.request(
+                "GET", api.configuration.host + "/readyz",
+                timeout=urllib3.Timeout(connect=1, read=2), retries=False,
             )  # fmt: skip
             if resp.status == 200 and resp.data.strip() == b"ok":
                 return time.monotonic(), up
