@@ -20,6 +20,8 @@ from ops_support import Install, install
 from recovery_support import make_cluster as make_pod_cluster
 from replication_support import Replica, make_cluster
 
+from webhook.cluster.heap import HeapKeeper
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
@@ -66,13 +68,13 @@ def make_harness(kubeconfig: Path) -> Iterator[Callable[..., Harness]]:
     """Build (and start) watchers; all are stopped at teardown."""
     made: list[Harness] = []
 
-    def make(*, start: bool = True, **options: float) -> Harness:
+    def make(*, start: bool = True, heap: HeapKeeper | None = None, **options: float) -> Harness:
         defaults: dict[str, float] = {
             "watch_timeout_seconds": 30,
             "page_size": 2,
             "backoff_cap_seconds": 0.2,
         }
-        harness = Harness(kubeconfig, **{**defaults, **options})
+        harness = Harness(kubeconfig, heap, **{**defaults, **options})
         made.append(harness)
         if start:
             harness.watcher.start()

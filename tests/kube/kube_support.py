@@ -7,6 +7,7 @@ import ssl
 from pathlib import Path
 
 from webhook.cluster.apiclient import load_api_client
+from webhook.cluster.heap import HeapKeeper
 from webhook.cluster.reflector import WatchOptions
 from webhook.cluster.store import Store
 from webhook.cluster.watchers import ClusterWatcher
@@ -34,11 +35,15 @@ class Tls:
 class Harness:
     """A ClusterWatcher on the local API server, with its store and metrics."""
 
-    def __init__(self, kubeconfig: Path, **options: float) -> None:
+    def __init__(self, kubeconfig: Path, heap: HeapKeeper | None = None, **options: float) -> None:
         self.store = Store()
         self.metrics = Metrics(store=self.store)
         self.watcher = ClusterWatcher(
-            load_api_client(kubeconfig, None), self.store, self.metrics, WatchOptions(**options)
+            load_api_client(kubeconfig, None),
+            self.store,
+            self.metrics,
+            WatchOptions(**options),
+            heap=heap,
         )
 
     def metric(self, name: str, **labels: str) -> float:

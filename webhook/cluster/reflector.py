@@ -121,8 +121,10 @@ class Reflector:
 
     ``on_listed(first)`` runs after each full list is handed over, ``on_alive()`` after each
     event or bookmark and after a watch that ran its whole timeout (a reconnect proves
-    nothing: a 410 may follow); ``on_restart(reason)`` after each end of a watch
-    (``timeout``, ``closed``, ``expired``, ``error``); ``staleness()`` is only logged.
+    nothing: a 410 may follow); ``on_page()`` after each list page has been handed over
+    (``cluster/heap.py``: the new picture leaves the collector's reach page by page);
+    ``on_restart(reason)`` after each end of a watch (``timeout``, ``closed``,
+    ``expired``, ``error``); ``staleness()`` is only logged.
     """
 
     def __init__(
@@ -137,6 +139,7 @@ class Reflector:
         on_alive: Callable[[], None],
         on_restart: Callable[[str], None],
         staleness: Callable[[], float | None] = lambda: None,
+        on_page: Callable[[], None] = lambda: None,
     ) -> None:
         self.key = key
         self._list_fn = list_fn
@@ -147,6 +150,7 @@ class Reflector:
         self._on_alive = on_alive
         self._on_restart = on_restart
         self._staleness = staleness
+        self._on_page = on_page
         self._backoff: ItemExponentialBackoff[str] = ItemExponentialBackoff(
             options.backoff_base_seconds, options.backoff_cap_seconds, jitter=0.5
         )
@@ -298,8 +302,10 @@ class Reflector:
                 response.release_conn()
             meta = body.get("metadata") or {}
             items = body.get("items") or []
+            del body  # one page alive at a time: the next is parsed after this one is gone
             token = meta.get("continue") or None
             yield meta.get("resourceVersion"), items
+            del items
             if not token:
                 return
 
@@ -313,6 +319,8 @@ class Reflector:
             for page_rv, page in self._pages():
                 rv = rv or page_rv
                 yield from page
+                del page
+                self._on_page()
 
         count = self._handler.replace(items())
         if rv is None:

@@ -22,9 +22,10 @@ from typing import Any
 
 from kubernetes import client as k8s_client
 
+from webhook.cluster.heap import HeapKeeper
 from webhook.cluster.reflector import Handler, Reflector, WatchOptions
 from webhook.cluster.secret_views import LiveReader, SecretViews, names
-from webhook.cluster.store import NAMESPACES, SECRETS, Store, freeze_heap
+from webhook.cluster.store import NAMESPACES, SECRETS, Store
 from webhook.core.model import string_map
 from webhook.kubelet.dockerconfig import REGISTRY_SECRET_TYPES
 from webhook.metrics import Metrics
@@ -98,8 +99,10 @@ class ClusterWatcher:
         options: WatchOptions | None = None,
         *,
         live_read_workers: int = 4,
+        heap: HeapKeeper | None = None,
     ) -> None:
         self._store = store
+        self._heap = heap or HeapKeeper()
         self._metrics = metrics
         self._options = options or WatchOptions()
         core = k8s_client.CoreV1Api(api_client)
@@ -140,6 +143,7 @@ class ClusterWatcher:
             on_alive=lambda: self._touch(resource),
             on_restart=lambda reason: restarts.labels(resource, reason).inc(),
             staleness=lambda: self._store.staleness(resource),
+            on_page=self._heap.page_done,
         )
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -179,9 +183,10 @@ class ClusterWatcher:
         if first and all(s.synced for s in members):
             self._store.mark_synced(resource)
             if self._store.is_synced(SECRETS, NAMESPACES):
-                freeze_heap()  # the first full picture: keep it out of the collector's walks
+                self._heap.first_picture()  # keep it out of the collector's walks
         else:
             self._touch(resource)
+            self._heap.listed()  # a re-list: freeze the new picture, give the old one back
 
     def _touch(self, resource: str) -> None:
         """A stream proved alive: the resource is fresh if all its streams are healthy."""

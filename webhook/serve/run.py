@@ -40,6 +40,12 @@ if TYPE_CHECKING:  # only a live cluster loads the Kubernetes client
 
 log = logging.getLogger(__name__)
 
+# How long a thread may hold the GIL while another waits (CPython's default: 5 ms). The
+# event loop gives the GIL up at every socket wait; while a watch thread re-lists 50,000
+# secrets (pure CPU), each of those waits cost up to 5 ms, several per request: admission
+# p99 during a re-list. 1 ms bounds that wait (issue 11, item 6; bench/cluster_scale.py).
+SWITCH_INTERVAL_SECONDS = 0.001
+
 
 class StartupError(RuntimeError):
     """The cluster state cannot be reached or read: serve exits 2 with the reason."""
@@ -217,6 +223,7 @@ def _start_state(settings: Settings, store: Store, metrics: Metrics) -> _State:
 
 def serve(settings: Settings) -> int:
     """Serve until SIGTERM/SIGINT; 2 when the cluster state cannot be had."""
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     with certificates(settings) as tls_files:
         store = Store()  # replication, when on, listens to its changes
         metrics = Metrics(store=store)
