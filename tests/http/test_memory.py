@@ -17,7 +17,7 @@ import pytest
 from helpers import review
 from webhook_server import Server, example_server
 
-from webhook.serve.memory import RECOMMENDED_PYTHONMALLOC
+from webhook.cluster.heap import RECOMMENDED_PYTHONMALLOC
 
 JSON = {"Content-Type": "application/json"}
 ROUNDS = 16

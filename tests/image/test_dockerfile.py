@@ -151,8 +151,8 @@ def test_runtime_stage_is_non_root_without_build_tools_and_runs_serve() -> None:
 
 def test_the_runtime_gives_freed_memory_back() -> None:
     """Issue 11: glibc's malloc for every object, so that what a large review freed goes
-    back to the kernel (webhook/serve/memory.py; tests/http/test_memory.py runs with it)."""
-    from webhook.serve.memory import RECOMMENDED_PYTHONMALLOC  # noqa: PLC0415
+    back to the kernel (webhook/cluster/heap.py; tests/http/test_memory.py runs with it)."""
+    from webhook.cluster.heap import RECOMMENDED_PYTHONMALLOC  # noqa: PLC0415
 
     _, stages = read_dockerfile()
     assert stages[-1].env.get("PYTHONMALLOC") == RECOMMENDED_PYTHONMALLOC

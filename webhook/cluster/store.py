@@ -164,9 +164,11 @@ class Store:
         grouped: dict[str, dict[str, RegistrySecret]] = {}
         for s in secrets:
             grouped.setdefault(s.namespace, {})[s.name] = s
-        frozen = {ns: MappingProxyType(items) for ns, items in grouped.items()}
         with self._lock:
-            self._secrets = dict(frozen)
+            current = self._secrets
+            self._secrets = {
+                ns: _same_or_new(current.get(ns), items) for ns, items in grouped.items()
+            }
         self._notify(ChangeKind.SECRETS_RELISTED)
 
     def replace_namespace_secrets(self, namespace: str, secrets: Iterable[RegistrySecret]) -> None:
@@ -187,7 +189,29 @@ class Store:
         self._notify(ChangeKind.NAMESPACE, name)
 
     def replace_namespaces(self, namespaces: Mapping[str, Mapping[str, str]]) -> None:
-        frozen = {n: MappingProxyType(dict(lbl)) for n, lbl in namespaces.items()}
         with self._lock:
-            self._namespaces = dict(frozen)
+            current = self._namespaces
+            self._namespaces = {
+                n: old
+                if (old := current.get(n)) is not None and old == lbl
+                else MappingProxyType(dict(lbl))
+                for n, lbl in namespaces.items()
+            }
         self._notify(ChangeKind.NAMESPACES_RELISTED)
+
+
+def _same_or_new(
+    held: Mapping[str, RegistrySecret] | None, items: dict[str, RegistrySecret]
+) -> Mapping[str, RegistrySecret]:
+    """The mapping already held when it holds exactly these secrets (the same objects).
+
+    A re-list that changed nothing in a namespace then leaves its mapping as it was: the
+    Decider's memo, keyed on that mapping, stays warm across re-lists, and no second copy
+    of 10,000 mappings is built while the old ones are still served."""
+    if (
+        held is not None
+        and len(held) == len(items)
+        and all(held.get(name) is secret for name, secret in items.items())
+    ):
+        return held
+    return MappingProxyType(items)

@@ -33,6 +33,10 @@ class RegistrySecret:
     error: str | None = None  # the kubelet could not parse it: never inject
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)  # ours only
+    # The object's metadata.resourceVersion ("" from a manifest): a re-list reuses this
+    # value for an object whose version it already holds (cluster/secret_views.py). Not
+    # part of equality: two versions that reduce to the same secret are the same to us.
+    resource_version: str = field(default="", compare=False)
 
     @property
     def usable(self) -> bool:
@@ -47,6 +51,7 @@ def registry_secret(
     *,
     labels: Mapping[str, str] | None = None,
     annotations: Mapping[str, str] | None = None,
+    resource_version: str = "",
 ) -> RegistrySecret:
     """Build a RegistrySecret keeping only the metadata the webhook needs."""
     ours = {k: v for k, v in (annotations or {}).items() if k.startswith(OUR_ANNOTATION_PREFIX)}
@@ -58,6 +63,7 @@ def registry_secret(
         error=parsed.error,
         labels=_shared_map(frozenset((labels or {}).items())),
         annotations=_shared_map(frozenset(ours.items())),
+        resource_version=resource_version,
     )
 
 
@@ -118,4 +124,11 @@ def secret_from_object(
         parsed,
         labels=string_map(meta.get("labels")),
         annotations=string_map(meta.get("annotations")),
+        resource_version=resource_version_of(meta),
     )
+
+
+def resource_version_of(meta: Mapping[str, Any]) -> str:
+    """metadata.resourceVersion as a string ("" when absent or not a string)."""
+    rv = meta.get("resourceVersion")
+    return rv if isinstance(rv, str) else ""

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from webhook.serve.memory import MemoryReleaser
+from webhook.cluster.heap import MemoryReleaser
 
 T = TypeVar("T")
 
