@@ -155,8 +155,11 @@ def _start(label: str, cmd: list[str], port: int, log: Path, ops_port: int | Non
     return Server(label, proc, port, log, ops_port)
 
 
-def start_webhook(workdir: Path, certs: dict[str, Path], cluster: Path, label: str) -> Server:
-    """`serve` on manifests: one process (a pod serves with one; replicas scale it)."""
+def start_webhook(
+    workdir: Path, certs: dict[str, Path], cluster: Path, label: str, loop: str | None = None
+) -> Server:
+    """`serve` on manifests: one process (a pod serves with one; replicas scale it), on
+    `loop` (serve's --loop; None: its default)."""
     port, ops = free_port(), free_port()
     cmd = [
         sys.executable, "-m", "webhook.cli", "serve",
@@ -165,6 +168,8 @@ def start_webhook(workdir: Path, certs: dict[str, Path], cluster: Path, label: s
         "--cert-file", str(certs["tls.crt"]), "--key-file", str(certs["tls.key"]),
         "--objects", str(cluster),
     ]  # fmt: skip
+    if loop is not None:
+        cmd += ["--loop", loop]
     return _start(label, cmd, port, workdir / f"{label}.log", ops)
 
 
