@@ -31,7 +31,7 @@ from webhook.cluster.manifests import fill_store, load_objects
 from webhook.cluster.store import Store
 from webhook.core.admission import handle, parse_review
 from webhook.core.injection import Policy, decide
-from webhook.serve.run import uvicorn_config
+from webhook.serve.run import loop_factory, uvicorn_config
 from webhook.serve.tls import server_context
 
 Scope = MutableMapping[str, Any]
@@ -115,7 +115,8 @@ def _serve(app: Any, args: argparse.Namespace) -> None:
     config = uvicorn_config(app, args.host, args.port)
     config.load()
     config.ssl = server_context(args.cert_file, args.key_file)
-    asyncio.run(uvicorn.Server(config).serve())
+    with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+        runner.run(uvicorn.Server(config).serve())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--cert-file", type=Path, required=True)
     p.add_argument("--key-file", type=Path, required=True)
+    p.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     args = p.parse_args(argv)
     os.chdir(ROOT)
     _serve(build(args.kind), args)  # as `serve`: one process, uvicorn binds the socket

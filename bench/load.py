@@ -173,13 +173,18 @@ def start_webhook(
     return _start(label, cmd, port, workdir / f"{label}.log", ops)
 
 
-def start_baseline(workdir: Path, certs: dict[str, Path], kind: str) -> Server:
+def start_baseline(
+    workdir: Path, certs: dict[str, Path], kind: str, loop: str | None = None
+) -> Server:
     port = free_port()
     cmd = [
         sys.executable, "-m", "bench.baselines", kind, "--host", HOST, "--port", str(port),
         "--cert-file", str(certs["tls.crt"]), "--key-file", str(certs["tls.key"]),
     ]  # fmt: skip
-    return _start(kind, cmd, port, workdir / f"{kind}.log", None)
+    label = kind if loop is None else f"{kind}-{loop}"
+    if loop is not None:
+        cmd += ["--loop", loop]
+    return _start(label, cmd, port, workdir / f"{label}.log", None)
 
 
 def client_context(ca: Path) -> ssl.SSLContext:

@@ -83,6 +83,11 @@ class Settings(BaseSettings):
         DEFAULT_MAX_BODY_BYTES, "largest accepted request body (413 above)", "serving", ge=1024
     )
     log_level: Literal["debug", "info", "warning", "error"] = _f("info", "log level", "serving")
+    loop: Literal["auto", "uvloop", "asyncio"] = _f(
+        "auto",
+        "event loop: uvloop (auto: when installed; the image has it) or asyncio's own",
+        "serving",
+    )
 
     # ---- cluster state -----------------------------------------------------------------
     objects: Annotated[tuple[Path, ...], NoDecode] = _f(
