@@ -27,6 +27,13 @@ answers is a JSON `Status`, as the admission app's own 4xx are, with `Connection
   nine of the largest at once);
 - a request httptools cannot parse: 400.
 idle_timeout is uvicorn's keep-alive timeout (a connection idle after a response is closed).
+
+One more thing the protocol does, for speed (issue 14): uvicorn writes a response's status
+line and headers, then its body, as two writes; over TLS each is a record of its own and a
+send() of its own, the largest single cost of an admission on uvloop (bench/profiles/).
+Each request's cycle writes through a :class:`CoalescingWriter` that holds the head until
+the body's write and sends both as one (or sends the head alone at the end of the loop's
+iteration, if no body came in it).
 """
 
 from __future__ import annotations
@@ -88,6 +95,51 @@ def status_response(status: int, message: str) -> bytes:
     )  # fmt: skip
 
 
+class CoalescingWriter:
+    """The transport a request's cycle writes to: a response's head waits for its body.
+
+    A write that is a response head (``HTTP/...`` through the blank line) is held; the next
+    write sends it and itself as one; a flush scheduled on the loop sends a head that no
+    write followed within the same iteration (a HEAD answer, a 100 Continue, a streamed
+    body). Closing sends what is held first. Everything else is the transport's.
+    """
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held = b""
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held:
+            self._held = b""
+            self._transport.write(held + data)
+        elif data[:5] == b"HTTP/" and data[-4:] == b"\r\n\r\n":
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held:
+            self._held = b""
+            if not self._transport.is_closing():
+                self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class LimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits above; see the module's docstring."""
 
@@ -111,6 +163,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._writer = CoalescingWriter(transport, self.loop)
         if len(self.connections) > self.limits.max_connections:
             self._reject(503, "too_many_connections", "too many connections, try again")
             return
@@ -165,8 +218,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._reading_body = True
         self._arm(self.limits.body_read_timeout, self._body_timeout)
         super().on_headers_complete()
-        if self.drain.draining and self.cycle is not None:
-            self.cycle.keep_alive = False  # shutting down: the response says Connection: close
+        if self.cycle is not None:
+            self.cycle.transport = self._writer  # type: ignore[assignment]  # head + body: one write
+            if self.drain.draining:
+                self.cycle.keep_alive = False  # shutting down: the response says Connection: close
 
     def on_body(self, body: bytes) -> None:
         if self._closed_by_limit:

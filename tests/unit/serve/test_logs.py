@@ -72,3 +72,18 @@ def test_configure_sends_everything_through_one_json_handler(
     finally:
         root.handlers[:], _ = saved
         root.setLevel(saved[1])
+
+
+def test_the_time_is_each_records_own_though_formatted_once_a_second() -> None:
+    formatter = JsonFormatter()
+    times = []
+    for created in (1_700_000_000.25, 1_700_000_000.75, 1_700_000_001.5, 1_699_999_999.0):
+        record = _record()
+        record.created, record.msecs = created, (created % 1) * 1000
+        times.append(orjson.loads(formatter.format(record))["time"])
+    assert times == [
+        "2023-11-14T22:13:20.250Z",
+        "2023-11-14T22:13:20.750Z",
+        "2023-11-14T22:13:21.500Z",
+        "2023-11-14T22:13:19.000Z",
+    ]
