@@ -306,7 +306,8 @@ def wrk(
 ) -> Measurement:
     """Maximum throughput: wrk, closed loop, keep-alive, `connections` connections."""
     cmd = [
-        "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "10s",
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
+        "--timeout", "10s",
         "-s", str(WRK_SCRIPT), server.base, "--", str(bodies),
     ]  # fmt: skip
     window = _Window(server)
