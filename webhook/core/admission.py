@@ -63,7 +63,7 @@ class AdmissionRequest:
         if self.name:
             return self.name
         meta = (self.object or {}).get("metadata")
-        gen = meta.get("generateName") if isinstance(meta, Mapping) else None
+        gen = meta.get("generateName") if isinstance(meta, (dict, Mapping)) else None
         return f"{gen}*" if isinstance(gen, str) and gen else ""
 
     @property
@@ -87,7 +87,8 @@ def _field(obj: Mapping[str, Any], name: str, where: str, *, required: bool = Tr
 
 def parse_review(doc: Any) -> AdmissionRequest:
     """Validate a decoded AdmissionReview; raises BadRequest saying what is wrong."""
-    if not isinstance(doc, Mapping):
+    # (dict, Mapping): a dict (what orjson decodes) is told without the ABC's slower check
+    if not isinstance(doc, (dict, Mapping)):
         raise BadRequest("body must be a JSON object (an AdmissionReview)")
     api_version = doc.get("apiVersion")
     if api_version not in API_VERSIONS:
@@ -97,16 +98,16 @@ def parse_review(doc: Any) -> AdmissionRequest:
     if doc.get("kind") != "AdmissionReview":
         raise BadRequest(f"kind must be 'AdmissionReview', got {doc.get('kind')!r}"[:300])
     req = doc.get("request")
-    if not isinstance(req, Mapping):
+    if not isinstance(req, (dict, Mapping)):
         raise BadRequest("request must be an object")
     uid = _field(req, "uid", "request")
     operation = _field(req, "operation", "request")
     kind = req.get("kind")
     resource = req.get("resource")
-    if not isinstance(kind, Mapping) or not isinstance(resource, Mapping):
+    if not isinstance(kind, (dict, Mapping)) or not isinstance(resource, (dict, Mapping)):
         raise BadRequest("request.kind and request.resource must be objects")
     obj = req.get("object")
-    if obj is not None and not isinstance(obj, Mapping):
+    if obj is not None and not isinstance(obj, (dict, Mapping)):
         raise BadRequest("request.object must be an object or null")
     dry_run = req.get("dryRun", False)
     if dry_run is None:
