@@ -118,3 +118,91 @@ def test_floor_baseline_echoes_the_uid_with_a_fixed_patch(bodies: list[bytes]) -
         assert resp.status_code == 200
         response = assert_review(resp.json(), orjson.loads(body)["request"]["uid"])
         assert response["patch"] == patch
+
+
+def _fake_results(webhook_rps: float) -> dict[str, Any]:
+    """bench.__main__'s result shape with made-up figures (no timing is measured here)."""
+    from bench.__main__ import KEYS, LARGE, LOOPS, RATES, SMALL  # noqa: PLC0415
+
+    rps = {"raw": 10_000.0, "floor": 4_000.0, f"webhook-{SMALL}": webhook_rps,
+           f"webhook-{LARGE}": webhook_rps}  # fmt: skip
+
+    def run(key: str) -> dict[str, Any]:
+        return {"rps": rps[key], "cpu_us_per_req": 1e6 / rps[key], "server_cpu": 1.0,
+                "generator_cpu": 0.1, "other_cpu": 0.0, "errors": 0, "p50_ms": 1.0}  # fmt: skip
+
+    def rate() -> dict[str, Any]:
+        return {"rps": 200, "p50_ms": 1.0, "p99_ms": 3.0, "p999_ms": 4.0, "errors": 0,
+                "generator_cpu": 0.3, "extra": {"dropped": 0}}  # fmt: skip
+
+    return {
+        "machine": {
+            k: "x"
+            for k in (
+                "nproc",
+                "cpu",
+                "memory",
+                "kernel",
+                "python",
+                "fastapi",
+                "uvicorn",
+                "uvloop",
+                "orjson",
+                "wrk",
+                "k6",
+                "nice",
+                "load_before",
+            )
+        },
+        "body_sizes": "1/2/3",
+        "response_sizes": "1/2/3",
+        "raw_size": 1,
+        "titles": {k: k for k in KEYS},
+        "throughput": {loop: {k: [run(k)] * len(workload.SHAPES) for k in KEYS} for loop in LOOPS},
+        "latency": {loop: {k: {r: rate() for r in RATES} for k in KEYS} for loop in LOOPS},
+        "rss": {
+            loop: {k: {"rss_mib": 120.0, "peak_rss_mib": 121.0, "ready_s": 1.0} for k in KEYS[2:]}
+            for loop in LOOPS
+        },
+        "store_load": {
+            "secrets": 1,
+            "namespaces": 1,
+            "total_s": 1.0,
+            "parse_s": 1.0,
+            "fill_s": 1.0,
+            "rss_mib": 1.0,
+        },
+        "apiserver_load": {"skipped": "test"},
+        "micro": [],
+    }
+
+
+@pytest.mark.parametrize(("webhook_rps", "met"), [(6_000.0, True), (3_000.0, False)])
+def test_every_goal_is_printed_with_its_ratio_and_verdict(webhook_rps: float, met: bool) -> None:
+    from bench.__main__ import generator_notes, goals, render  # noqa: PLC0415
+
+    res = _fake_results(webhook_rps)
+    res["goals"] = goals(res)
+    res["generator"] = generator_notes(res)
+    text = render(res)
+    item1 = [g for g in res["goals"] if g[0].startswith("1.")]
+    assert len(item1) == 3 * 2 * 2  # CPU, vs (a), vs (b); two stores; two loops
+    assert all(ok is met for _, ok, _ in item1)
+    assert any(g[0].startswith("3.") for g in res["goals"])
+    assert any("RSS" in g[0] for g in res["goals"])
+    for loop in ("asyncio", "uvloop"):
+        assert f"1. throughput >= 0.5 x (a), webhook-100, {loop}" in text
+    ratio = f"{webhook_rps / 10_000:.2f} / {webhook_rps / 10_000:.2f}"
+    assert ratio in text
+
+
+def test_profile_table_attributes_samples_to_items() -> None:
+    from bench.profile import parse_raw, table  # noqa: PLC0415
+
+    raw = (
+        "thread (0x1);main (webhook/cli.py:1);emit (/usr/lib/python3.11/logging/__init__.py:1) 3\n"
+        "thread (0x1);main (webhook/cli.py:1);decide (webhook/core/injection.py:9) 1\n"
+    )
+    text = table(parse_raw(raw), 100.0, 10)
+    assert "  75.0  75.0%  JSON log line per injection" in text
+    assert "  25.0  25.0%  Decider memo lookups" in text
