@@ -191,7 +191,8 @@ def _pins(lock: Path) -> dict[str, list[str]]:
     pins: dict[str, list[str]] = {}
     name = ""
     for line in lock.read_text().splitlines():
-        if m := re.match(r"^([A-Za-z0-9_.-]+)==\S+ \\$", line):
+        # `name==1.0 \` or, with an environment marker, `name==1.0 ; sys_platform != "win32" \`
+        if m := re.match(r"^([A-Za-z0-9_.-]+)==\S+(?: ;[^\\]*)? \\$", line):
             name = m[1].lower().replace("_", "-")
             pins[name] = []
         elif m := re.match(r"^\s+--hash=sha256:([0-9a-f]{64})", line):
@@ -214,8 +215,11 @@ def test_the_lock_pins_every_dependency_with_hashes() -> None:
 
 def test_the_lock_reader_sees_a_missing_hash(tmp_path: Path) -> None:
     lock = tmp_path / "requirements.lock"
-    lock.write_text("fastapi==1.0 \\\n    --hash=sha256:" + "a" * 64 + "\nuvicorn==1.0 \\\n")
-    assert _pins(lock) == {"fastapi": ["a" * 64], "uvicorn": []}
+    lock.write_text(
+        "fastapi==1.0 \\\n    --hash=sha256:" + "a" * 64 + "\nuvicorn==1.0 \\\n"
+        'uvloop==1.0 ; sys_platform != "win32" \\\n    --hash=sha256:' + "b" * 64 + "\n"
+    )
+    assert _pins(lock) == {"fastapi": ["a" * 64], "uvicorn": [], "uvloop": ["b" * 64]}
 
 
 def test_image_version_matches_the_project_version() -> None:
