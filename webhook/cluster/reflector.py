@@ -33,6 +33,7 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
 from webhook.cluster.apiclient import CONNECT_TIMEOUT, GONE, StoppedError, cut, describe
+from webhook.cluster.pacing import ListPacer
 from webhook.cluster.workqueue import ItemExponentialBackoff
 from webhook.config import Settings
 
@@ -124,7 +125,9 @@ class Reflector:
     nothing: a 410 may follow); ``on_page()`` after each list page has been handed over
     (``cluster/heap.py``: the new picture leaves the collector's reach page by page);
     ``on_restart(reason)`` after each end of a watch (``timeout``, ``closed``,
-    ``expired``, ``error``); ``staleness()`` is only logged.
+    ``expired``, ``error``); ``staleness()`` is only logged. A re-list (not the first list)
+    is handed over through ``pacer`` (``cluster/pacing.py``): the event loop gets the GIL in
+    stretches while it runs.
     """
 
     def __init__(
@@ -140,6 +143,7 @@ class Reflector:
         on_restart: Callable[[str], None],
         staleness: Callable[[], float | None] = lambda: None,
         on_page: Callable[[], None] = lambda: None,
+        pacer: ListPacer | None = None,
     ) -> None:
         self.key = key
         self._list_fn = list_fn
@@ -151,6 +155,7 @@ class Reflector:
         self._on_restart = on_restart
         self._staleness = staleness
         self._on_page = on_page
+        self._pacer = pacer or ListPacer()
         self._backoff: ItemExponentialBackoff[str] = ItemExponentialBackoff(
             options.backoff_base_seconds, options.backoff_cap_seconds, jitter=0.5
         )
@@ -322,10 +327,10 @@ class Reflector:
                 del page
                 self._on_page()
 
-        count = self._handler.replace(items())
+        first = not self.synced
+        count = self._handler.replace(items() if first else self._pacer.paced(items()))
         if rv is None:
             raise ValueError("list response without metadata.resourceVersion")
-        first = not self.synced
         self.synced = True
         self.healthy = True
         self._on_listed(first)
