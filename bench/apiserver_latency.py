@@ -1,7 +1,7 @@
 """Latency the webhook adds to pod creation on a real API server (issue 14, item 4).
 
     . /tmp/psi-k8s/env                  # or any cluster named by KUBECONFIG
-    python -m bench.apiserver_latency [--pairs 500] [--quick] [--json FILE]
+    python -m bench.apiserver_latency [--pairs 1000] [--quick] [--json FILE]
     python -m bench.apiserver_latency cleanup   # what a killed run left (label psi-bench=...)
 
 Four webhooks, each in its own process on this host, served alike (uvicorn with the
@@ -456,11 +456,20 @@ def render(result: Mapping[str, Any]) -> str:
                 f"{v['0.5']:.2f} / {v['0.9']:.2f} / {v['0.99']:.2f}"
             )
     c = result["checks"]
+    calls = "as expected" if c["calls"] == c["expected_calls"] else "MISMATCH"
     add(
         f"Checks: every pod's imagePullSecrets as expected ({c['checked']} creates); webhook "
-        f"calls {c['calls']} (expected {c['expected_calls']}); real == minimal answer: "
-        f"{c['same_answer']}"
+        f"calls {c['calls']} ({calls}: one per create in its namespace, none for the other); "
+        f"real == minimal same answer: {c['same_answer']}"
     )
+    if "cleanup" in result:
+        cl = result["cleanup"]
+        add(
+            f"Cleanup: {cl['webhook_configurations_deleted']} webhook configurations deleted "
+            f"(none left), namespaces deleted: {cl.get('namespaces_deleted', 'kept')}"
+            + (f" in {cl['seconds']} s" if "seconds" in cl else "")
+            + (f", still terminating: {cl['namespaces_left']}" if cl.get("namespaces_left") else "")
+        )
     cpu = result["cpu"]
     add(
         f"CPU during the pairs (cores): machine {cpu['machine']:.2f}, kit components "
@@ -615,34 +624,38 @@ class Cluster:
         return [n.metadata.name for n in self.core.list_namespace(label_selector=selector).items]
 
 
-def cleanup(cluster: Cluster, selector: str, wait: float) -> dict[str, Any]:
-    """Delete the webhook configurations (checked gone), then the namespaces (bounded wait)."""
+def _delete(delete: Callable[..., Any], names: Sequence[str]) -> None:
+    """Delete each by name; one already gone is fine."""
     from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
 
-    out: dict[str, Any] = {}
-    names = cluster.configurations(selector)
     for name in names:
         try:
-            cluster.admission.delete_mutating_webhook_configuration(name, _preload_content=False)
+            delete(name, _preload_content=False)
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def cleanup(
+    cluster: Cluster, selector: str, wait: float, *, keep_namespaces: bool = False
+) -> dict[str, Any]:
+    """Delete the webhook configurations (checked gone), then the namespaces (bounded wait)."""
+    started = time.monotonic()
+    names = cluster.configurations(selector)
+    _delete(cluster.admission.delete_mutating_webhook_configuration, names)
     left = cluster.configurations(selector)
     if left:
         raise RuntimeError(f"webhook configurations still there: {left}")
-    out["webhook_configurations_deleted"] = len(names)
+    out: dict[str, Any] = {"webhook_configurations_deleted": len(names)}
     namespaces = cluster.namespaces(selector)
-    for name in namespaces:
-        try:
-            cluster.core.delete_namespace(name, _preload_content=False)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+    if keep_namespaces:
+        return {**out, "namespaces_kept": namespaces}
+    _delete(cluster.core.delete_namespace, namespaces)
     deadline = time.monotonic() + wait
     while (left := cluster.namespaces(selector)) and time.monotonic() < deadline:
         time.sleep(1)
-    out["namespaces_deleted"] = len(namespaces)
-    out["namespaces_left"] = left
+    out.update(namespaces_deleted=len(namespaces), namespaces_left=left)
+    out["seconds"] = round(time.monotonic() - started, 1)
     return out
 
 
@@ -943,23 +956,13 @@ def run(kubeconfig: str, opts: Options) -> dict[str, Any]:
             result["summary"] = summarize(samples, opts.boot)
         finally:
             try:  # configurations first: none may outlive the servers they call
-                if opts.keep_namespaces:
-                    result["cleanup"] = _delete_configurations_only(cluster, selector)
-                else:
-                    result["cleanup"] = cleanup(cluster, selector, opts.cleanup_wait)
+                result["cleanup"] = cleanup(
+                    cluster, selector, opts.cleanup_wait, keep_namespaces=opts.keep_namespaces
+                )
             finally:
                 for hook in hooks.values():
                     hook.server.stop()
     return result
-
-
-def _delete_configurations_only(cluster: Cluster, selector: str) -> dict[str, Any]:
-    for name in cluster.configurations(selector):
-        cluster.admission.delete_mutating_webhook_configuration(name, _preload_content=False)
-    left = cluster.configurations(selector)
-    if left:
-        raise RuntimeError(f"webhook configurations still there: {left}")
-    return {"namespaces_kept": cluster.namespaces(selector)}
 
 
 def _same_answer(
