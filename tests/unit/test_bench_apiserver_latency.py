@@ -98,10 +98,26 @@ def test_bootstrap_interval_holds_the_true_ratio() -> None:
             out.append((u + shift + rng.gauss(0, 0.0002), u))
         return out
 
-    lo, hi = al.bootstrap_ratio(pairs(0.0024), pairs(0.002), 0.5, 300) or (0, 0)
-    assert lo < 1.2 < hi
-    assert hi - lo < 0.3
-    assert al.bootstrap_ratio([], pairs(0.002), 0.5, 300) is None
+    by_variant = {"real": pairs(0.0024), "same": pairs(0.002), "allow": pairs(0.001)}
+    intervals = al.bootstrap_ratios(by_variant, "real", "same", 300)
+    assert set(intervals) == {str(q) for q in al.QUANTILES}
+    lo, hi = intervals["0.5"] or (0, 0)
+    summary = al.summarize({"dry run": by_variant}, boot=0)["dry run"]
+    estimate = summary["real_vs_same"]["0.5"]["ratio"]
+    assert lo < estimate < hi
+    assert lo > 1.1 and hi < 1.3  # around the true 1.2, and narrow at 400 pairs
+    assert al.bootstrap_ratios({"same": pairs(0.002)}, "real", "same", 300)["0.5"] is None
+
+
+def test_baseline_pools_the_unseen_creates_of_every_webhook() -> None:
+    by_variant = {"real": [(5.0, 1.0), (6.0, 2.0)], "same": [(4.0, 3.0)]}
+    assert sorted(al.baseline(by_variant)) == [1.0, 2.0, 3.0]
+    summary = al.summarize({"dry run": by_variant}, boot=0)["dry run"]
+    assert summary["baseline_n"] == 3
+    assert summary["baseline_ms"]["0.5"] == pytest.approx(2000.0)
+    assert summary["rows"]["real"]["added_ms"]["0.5"] == pytest.approx(5500.0 - 2000.0)
+    assert summary["rows"]["same"]["added_ms"]["0.5"] == pytest.approx(4000.0 - 2000.0)
+    assert summary["rows"]["real"]["pair_median_ms"] == pytest.approx(4000.0)
 
 
 def summary_for(real_ms: float, same_ms: float) -> dict[str, Any]:
