@@ -504,7 +504,8 @@ def render(result: Mapping[str, Any]) -> str:
     add(
         f"CPU during the pairs (cores): machine {cpu['machine']:.2f}, kit components "
         f"{cpu['kit']}, webhooks {cpu['webhooks']:.2f}, this client {cpu['client']:.2f}, "
-        f"everything else {cpu['other']}; load average {cpu['loadavg']}"
+        f"everything else {cpu['other']}; load average {cpu['loadavg']}; before the "
+        f"pairs the machine was {result.get('busy_before', 0):.0%} busy"
     )
     if "webhook_cpu_us_per_call" in cpu:
         per_call = ", ".join(f"{k} {v}" for k, v in cpu["webhook_cpu_us_per_call"].items())
@@ -924,11 +925,12 @@ class Options:
     max_seconds: float = 900
     webhook_host: str | None = None
     keep_namespaces: bool = False
-    cleanup_wait: float = 120
+    cleanup_wait: float = 300  # namespace deletion: ~40 s per 8,000 stored pods on the kit
+    quiet_wait: float = 30  # wait (bounded) for the machine to be quiet before the pairs
 
     @classmethod
     def quick(cls) -> Options:
-        return cls(pairs=40, warmup=5, boot=200, max_seconds=300)
+        return cls(pairs=40, warmup=5, boot=200, max_seconds=300, quiet_wait=3)
 
 
 def run(kubeconfig: str, opts: Options) -> dict[str, Any]:
@@ -986,7 +988,9 @@ def run(kubeconfig: str, opts: Options) -> dict[str, Any]:
                 cluster.admission.create_mutating_webhook_configuration(cfg, _preload_content=False)
             want = {k: expected if k != "allow" else [EXISTING] for k in keys}
             calls = _wait_effective(cluster, hooks, seen_ns, want)
-            log("webhook configurations in effect; measuring")
+            busy = load.wait_quiet(max_wait=opts.quiet_wait)
+            result["busy_before"] = round(busy, 2)
+            log(f"webhook configurations in effect; machine {busy:.0%} busy; measuring")
             samples, checked, creates, seconds, cpu, calls = _measure(
                 cluster, hooks, seen_ns, unseen_ns, want, opts, calls
             )
