@@ -122,8 +122,9 @@ class Reflector:
 
     ``on_listed(first)`` runs after each full list is handed over, ``on_alive()`` after each
     event or bookmark and after a watch that ran its whole timeout (a reconnect proves
-    nothing: a 410 may follow); ``on_page()`` after each list page has been handed over
-    (``cluster/heap.py``: the new picture leaves the collector's reach page by page);
+    nothing: a 410 may follow); ``on_page()`` after each list page is parsed and again after
+    it has been handed over (``cluster/heap.py``: the parsed page and the new picture leave
+    the collector's reach page by page);
     ``on_restart(reason)`` after each end of a watch (``timeout``, ``closed``,
     ``expired``, ``error``); ``staleness()`` is only logged. A re-list (not the first list)
     is handed over through ``pacer`` (``cluster/pacing.py``): the event loop gets the GIL in
@@ -305,6 +306,7 @@ class Reflector:
             finally:
                 self._release()
                 response.release_conn()
+            self._on_page()  # the parsed page, too, out of the collector's walks
             meta = body.get("metadata") or {}
             items = body.get("items") or []
             del body  # one page alive at a time: the next is parsed after this one is gone
