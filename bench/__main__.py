@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from bench import load
+from bench import apiserver_latency, load
 from bench.load import Measurement, Server
 from bench.micro import HEADER as MICRO_HEADER
 from bench.micro import format_row as micro_row
@@ -516,7 +516,15 @@ def main(argv: list[str] | None = None) -> int:
         help="scheduling priority of the benchmark and every process it starts (default: -10 "
         "as root, so that other work on a shared machine disturbs the figures less)",
     )
+    p.add_argument(
+        "--apiserver-only",
+        action="store_true",
+        help="only the latency added on the API server of KUBECONFIG (apiserver_latency.py)",
+    )
     args = p.parse_args(argv)
+    if args.apiserver_only:
+        print(apiserver_latency.render(apiserver_latency.for_bench(args.quick)))
+        return 0
     plan = Plan.quick() if args.quick else Plan()
     started = time.monotonic()
     os.chdir(ROOT)
@@ -612,10 +620,13 @@ def main(argv: list[str] | None = None) -> int:
                     rss, hwm = load.rss_mib(servers[server_key].serving_pids())
                     res["rss"][loop][key] = {"rss_mib": rss, "peak_rss_mib": hwm,
                                              "ready_s": ready[server_key]}  # fmt: skip
+    log("added latency on a real API server (KUBECONFIG), the machine's servers stopped")
+    res["apiserver_latency"] = apiserver_latency.for_bench(args.quick)
     res["goals"] = goals(res)
     res["generator"] = generator_notes(res)
     res["elapsed_s"] = time.monotonic() - started
-    table = render(res) + f"\n\n(run took {res['elapsed_s'] / 60:.1f} minutes)"
+    table = render(res) + "\n\n" + apiserver_latency.render(res["apiserver_latency"])
+    table += f"\n\n(run took {res['elapsed_s'] / 60:.1f} minutes)"
     print(table)
     if args.markdown:
         m = res["machine"]

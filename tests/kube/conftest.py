@@ -21,6 +21,7 @@ from recovery_support import make_cluster as make_pod_cluster
 from replication_support import Replica, make_cluster
 
 from webhook.cluster.heap import HeapKeeper
+from webhook.cluster.pacing import ListPacer
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -68,13 +69,19 @@ def make_harness(kubeconfig: Path) -> Iterator[Callable[..., Harness]]:
     """Build (and start) watchers; all are stopped at teardown."""
     made: list[Harness] = []
 
-    def make(*, start: bool = True, heap: HeapKeeper | None = None, **options: float) -> Harness:
+    def make(
+        *,
+        start: bool = True,
+        heap: HeapKeeper | None = None,
+        pacer: ListPacer | None = None,
+        **options: float,
+    ) -> Harness:
         defaults: dict[str, float] = {
             "watch_timeout_seconds": 30,
             "page_size": 2,
             "backoff_cap_seconds": 0.2,
         }
-        harness = Harness(kubeconfig, heap, **{**defaults, **options})
+        harness = Harness(kubeconfig, heap, pacer, **{**defaults, **options})
         made.append(harness)
         if start:
             harness.watcher.start()

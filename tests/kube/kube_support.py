@@ -8,6 +8,7 @@ from pathlib import Path
 
 from webhook.cluster.apiclient import load_api_client
 from webhook.cluster.heap import HeapKeeper
+from webhook.cluster.pacing import ListPacer
 from webhook.cluster.reflector import WatchOptions
 from webhook.cluster.store import Store
 from webhook.cluster.watchers import ClusterWatcher
@@ -35,7 +36,13 @@ class Tls:
 class Harness:
     """A ClusterWatcher on the local API server, with its store and metrics."""
 
-    def __init__(self, kubeconfig: Path, heap: HeapKeeper | None = None, **options: float) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        heap: HeapKeeper | None = None,
+        pacer: ListPacer | None = None,
+        **options: float,
+    ) -> None:
         self.store = Store()
         self.metrics = Metrics(store=self.store)
         self.watcher = ClusterWatcher(
@@ -44,6 +51,7 @@ class Harness:
             self.metrics,
             WatchOptions(**options),
             heap=heap,
+            pacer=pacer,
         )
 
     def metric(self, name: str, **labels: str) -> float:

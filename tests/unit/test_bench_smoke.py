@@ -206,3 +206,21 @@ def test_profile_table_attributes_samples_to_items() -> None:
     text = table(parse_raw(raw), 100.0, 10)
     assert "  75.0  75.0%  JSON log line per injection" in text
     assert "  25.0  25.0%  Decider memo lookups" in text
+
+
+def test_the_scale_runs_control_server_holds_what_the_probe_asks_for(tmp_path: Path) -> None:
+    """bench/cluster_scale.py's control (`serve --objects`) must answer the probe's requests
+    with a patch, as the webhook on the loaded cluster does, or it controls for nothing."""
+    from bench import cluster_scale  # noqa: PLC0415 - only this test needs it
+    from bench.__main__ import expected_reviews  # noqa: PLC0415
+
+    path = cluster_scale.write_control_cluster(tmp_path / "control.yaml", 20, 5)
+    objects = load_objects([path])
+    names = {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
+    assert names == {cluster_scale.ns_name(i) for i in range(20)}
+    body = workload.encode(workload.review(workload.SHAPES[1], cluster_scale.ns_name(7), "p", "u"))
+    (answer,) = expected_reviews(path, [body])
+    patch = json.loads(base64.b64decode(answer["response"]["patch"]))
+    injected = {op["value"]["name"] for op in patch if op["path"] == "/spec/imagePullSecrets/-"}
+    # every registry secret but the one the pod already names (its ServiceAccount's)
+    assert injected == set(workload.REGISTRY_SECRETS) - {"sa-regcred"}

@@ -24,9 +24,12 @@ by reference counting in one cascade, is another pause of tens of milliseconds.
 :class:`HeapKeeper` is what the watches call around a list, once the first full picture
 has been frozen (``store.freeze_heap``):
 
-- after each page: ``gc.freeze()`` moves what the page left alive (the new picture's part)
-  out of the collector's generations before it is promoted and re-walked. O(1). The parsed
-  page itself is acyclic and freed by reference counting;
+- after each page is parsed, and again after it is handed over: ``gc.freeze()`` moves the
+  parsed page (some 7,500 dicts and lists for 500 secrets), then what the page left alive
+  (the new picture's part), out of the collector's generations before they are walked and
+  promoted: while a page was handed over, every young collection, triggered by any
+  thread, walked it again. O(1). The parsed page is acyclic and freed by reference
+  counting, frozen or not;
 - after a whole list: freeze once more and hand the heap's free pages back to the kernel
   (``malloc_trim``, with ``PYTHONMALLOC=malloc`` as the image sets): the old picture and
   the parsed pages are freed, and without it the RSS stayed ~100 MiB higher.

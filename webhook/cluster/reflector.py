@@ -33,6 +33,7 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 
 from webhook.cluster.apiclient import CONNECT_TIMEOUT, GONE, StoppedError, cut, describe
+from webhook.cluster.pacing import ListPacer
 from webhook.cluster.workqueue import ItemExponentialBackoff
 from webhook.config import Settings
 
@@ -121,10 +122,13 @@ class Reflector:
 
     ``on_listed(first)`` runs after each full list is handed over, ``on_alive()`` after each
     event or bookmark and after a watch that ran its whole timeout (a reconnect proves
-    nothing: a 410 may follow); ``on_page()`` after each list page has been handed over
-    (``cluster/heap.py``: the new picture leaves the collector's reach page by page);
+    nothing: a 410 may follow); ``on_page()`` after each list page is parsed and again after
+    it has been handed over (``cluster/heap.py``: the parsed page and the new picture leave
+    the collector's reach page by page);
     ``on_restart(reason)`` after each end of a watch (``timeout``, ``closed``,
-    ``expired``, ``error``); ``staleness()`` is only logged.
+    ``expired``, ``error``); ``staleness()`` is only logged. A re-list (not the first list)
+    is handed over through ``pacer`` (``cluster/pacing.py``): the event loop gets the GIL in
+    stretches while it runs.
     """
 
     def __init__(
@@ -140,6 +144,7 @@ class Reflector:
         on_restart: Callable[[str], None],
         staleness: Callable[[], float | None] = lambda: None,
         on_page: Callable[[], None] = lambda: None,
+        pacer: ListPacer | None = None,
     ) -> None:
         self.key = key
         self._list_fn = list_fn
@@ -151,6 +156,7 @@ class Reflector:
         self._on_restart = on_restart
         self._staleness = staleness
         self._on_page = on_page
+        self._pacer = pacer or ListPacer()
         self._backoff: ItemExponentialBackoff[str] = ItemExponentialBackoff(
             options.backoff_base_seconds, options.backoff_cap_seconds, jitter=0.5
         )
@@ -300,6 +306,7 @@ class Reflector:
             finally:
                 self._release()
                 response.release_conn()
+            self._on_page()  # the parsed page, too, out of the collector's walks
             meta = body.get("metadata") or {}
             items = body.get("items") or []
             del body  # one page alive at a time: the next is parsed after this one is gone
@@ -322,10 +329,10 @@ class Reflector:
                 del page
                 self._on_page()
 
-        count = self._handler.replace(items())
+        first = not self.synced
+        count = self._handler.replace(items() if first else self._pacer.paced(items()))
         if rv is None:
             raise ValueError("list response without metadata.resourceVersion")
-        first = not self.synced
         self.synced = True
         self.healthy = True
         self._on_listed(first)

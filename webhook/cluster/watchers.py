@@ -23,6 +23,7 @@ from typing import Any
 from kubernetes import client as k8s_client
 
 from webhook.cluster.heap import HeapKeeper
+from webhook.cluster.pacing import ListPacer
 from webhook.cluster.reflector import Handler, Reflector, WatchOptions
 from webhook.cluster.secret_views import LiveReader, SecretViews, names
 from webhook.cluster.store import NAMESPACES, SECRETS, Store
@@ -100,9 +101,11 @@ class ClusterWatcher:
         *,
         live_read_workers: int = 4,
         heap: HeapKeeper | None = None,
+        pacer: ListPacer | None = None,
     ) -> None:
         self._store = store
         self._heap = heap or HeapKeeper()
+        self._pacer = pacer or ListPacer()
         self._metrics = metrics
         self._options = options or WatchOptions()
         core = k8s_client.CoreV1Api(api_client)
@@ -144,6 +147,7 @@ class ClusterWatcher:
             on_restart=lambda reason: restarts.labels(resource, reason).inc(),
             staleness=lambda: self._store.staleness(resource),
             on_page=self._heap.page_done,
+            pacer=self._pacer,
         )
 
     # ---- lifecycle -------------------------------------------------------------------

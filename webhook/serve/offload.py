@@ -6,10 +6,11 @@ just after waited 1.3 s, against the chart's 3 s timeout). Reviews whose body is
 `large_review_bytes` (default 256 KiB: a normal pod's review is 2-20 KiB) are decoded,
 decided and encoded on a small, bounded thread pool instead, at most `large_review_workers`
 at a time (default 1: the GIL makes more threads no faster, and the cap bounds the memory
-and CPU that large reviews take). The loop keeps the GIL every switch interval (5 ms), so
-normal reviews are answered while a large one is being decided. The CPU a review can take
-is bounded too: a pod of more than --max-containers (1000) containers is not decided at all
-(core.injection.Policy.max_containers), it is admitted unchanged with a warning.
+and CPU that large reviews take). The loop gets the GIL every switch interval (1 ms, set
+by `serve`: serve/run.py), so normal reviews are answered while a large one is being
+decided. The CPU a review can take is bounded too: a pod of more than --max-containers
+(1000) containers is not decided at all (core.injection.Policy.max_containers), it is
+admitted unchanged with a warning.
 """
 
 from __future__ import annotations
