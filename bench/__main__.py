@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from bench import apiserver_latency, load
-from bench.load import Measurement, Server
+from bench.load import Measurement, Server, log
 from bench.micro import HEADER as MICRO_HEADER
 from bench.micro import format_row as micro_row
 from bench.workload import (
@@ -75,10 +75,6 @@ class Plan:
     @classmethod
     def quick(cls) -> Plan:
         return cls(1, 1.0, 1.0, {200: 3.0, 1000: 2.0}, 1.0, False)
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # ---- machine -----------------------------------------------------------------------------------

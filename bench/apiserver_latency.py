@@ -42,7 +42,6 @@ import resource
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -60,6 +59,7 @@ import orjson
 
 from bench import load
 from bench.baselines import ASGIApp, Receive, Scope, Send
+from bench.load import log
 from bench.workload import SHAPES, review, secret_manifests
 from webhook.cluster.manifests import fill_store
 from webhook.cluster.store import Store
@@ -94,10 +94,6 @@ VARIANTS = (
 )
 VARIANT_KEYS = tuple(v.key for v in VARIANTS)
 TITLES = {v.key: v.title for v in VARIANTS}
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # ---- what is created (pure) ----------------------------------------------------------------
@@ -734,11 +730,7 @@ class Hook:
 
 def _spawn(label: str, cmd: list[str], port: int, log_file: Path, ops: int | None) -> load.Server:
     env = {**os.environ, "PYTHONMALLOC": "malloc"}  # as the image runs it
-    with log_file.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    return load.Server(label, proc, port, log_file, ops)
+    return load.start_process(label, cmd, port, log_file, ops, env)
 
 
 def _https(host: str, port: int, ctx: ssl.SSLContext, method: str, body: bytes | None) -> bytes:

@@ -16,7 +16,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,11 @@ HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 WRK_SCRIPT = ROOT / "bench/wrk_post.lua"
 K6_SCRIPT = ROOT / "bench/k6_rate.js"
+
+
+def log(msg: str) -> None:
+    """A progress line on stderr, timestamped (the table goes to stdout)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def free_port() -> int:
@@ -147,10 +152,23 @@ class Server:
                 self.proc.wait(10)
 
 
-def _start(label: str, cmd: list[str], port: int, log: Path, ops_port: int | None) -> Server:
+def start_process(
+    label: str,
+    cmd: list[str],
+    port: int,
+    log: Path,
+    ops_port: int | None,
+    env: Mapping[str, str] | None = None,
+) -> Server:
+    """A server process in a session of its own, its output to `log` (`env`: None inherits)."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=ROOT,
+            env=None if env is None else dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     return Server(label, proc, port, log, ops_port)
 
@@ -170,7 +188,7 @@ def start_webhook(
     ]  # fmt: skip
     if loop is not None:
         cmd += ["--loop", loop]
-    return _start(label, cmd, port, workdir / f"{label}.log", ops)
+    return start_process(label, cmd, port, workdir / f"{label}.log", ops)
 
 
 def start_baseline(
@@ -184,7 +202,7 @@ def start_baseline(
     label = kind if loop is None else f"{kind}-{loop}"
     if loop is not None:
         cmd += ["--loop", loop]
-    return _start(label, cmd, port, workdir / f"{label}.log", None)
+    return start_process(label, cmd, port, workdir / f"{label}.log", None)
 
 
 def client_context(ca: Path) -> ssl.SSLContext:

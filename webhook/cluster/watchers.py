@@ -105,7 +105,7 @@ class ClusterWatcher:
     ) -> None:
         self._store = store
         self._heap = heap or HeapKeeper()
-        self._pacer = pacer or ListPacer()
+        self._pacer = pacer  # None: each Reflector's default
         self._metrics = metrics
         self._options = options or WatchOptions()
         core = k8s_client.CoreV1Api(api_client)

@@ -38,10 +38,11 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import orjson
+from starlette.types import Receive, Scope, Send
 
 from webhook.cluster.store import Store
 from webhook.config import Settings
@@ -60,11 +61,6 @@ from webhook.metrics import Metrics
 from webhook.serve.offload import Offload
 
 log = logging.getLogger("webhook.serve.app")  # the logger the route logged with
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 LiveRead = Callable[[str], bool]
 # ensure_copies bounds itself (--replication-admission-timeout); this only guards.
