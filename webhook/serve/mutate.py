@@ -27,7 +27,8 @@ had (tests/http, tests/unit/serve/test_mutate_handler.py):
 - large reviews are decoded, decided and encoded on the offload pool (offload.py);
 - the in-flight budget, the read timeouts and the drain's ``Connection: close`` belong to
   the protocol (limits.py, shutdown.py) and apply to it unchanged;
-- metrics, the injection log line (never a credential: only names, images, reasons);
+- metrics, the injection log line (never a credential: only names, images, reasons),
+  both after the answer is sent: the API server does not wait for what only operators read;
 - an unexpected error answers a JSON Status 500 and is logged (the route's was a plain-text
   500 from ServerErrorMiddleware); a decision's own error still fails open with a 200.
 """
@@ -271,35 +272,43 @@ class MutateHandler:
             await send_json(send, orjson.dumps(bad_request_body("client disconnected")), 400)
             return
         try:
-            answer = await self._respond(req, large, started)
+            answer = await self._answer(req, large)
+            body = orjson.dumps(answer.review)
         except Exception:  # not the decision's (that fails open in handle): ours
             log.exception("admission handler failed", extra={"uid": req.uid})
             await send_json(send, orjson.dumps(bad_request_body("internal error")), 500)
             return
+        elapsed = time.perf_counter() - started
         if large:  # its objects are freed now: hand the memory back (off the loop), before
-            del req  # answering, so that the next request finds it given back
+            self._account(answer, req, elapsed)  # answering, so that the next request
+            del req  # finds it given back
             await self.offload.run(_nothing)
-        await send_json(send, answer)
+            await send_json(send, body)
+            return
+        await send_json(send, body)
+        # What only the operator reads (metrics, the log line) comes after the answer is on
+        # its way: the API server is not kept waiting for it (issue 14, item 4).
+        self._account(answer, req, elapsed)
 
-    async def _respond(self, req: AdmissionRequest, large: bool, started: float) -> bytes:
-        """The answer's bytes, counted and logged."""
+    async def _answer(self, req: AdmissionRequest, large: bool) -> Answer:
         if req.is_pod_create:
             await self._ensure_namespace(req.namespace)
             await self._ensure_copies(req.namespace, req.dry_run)
         if large:
-            answer = await self.offload.run(
-                functools.partial(handle, req, self._decisions.off_loop)
-            )
-        else:
-            answer = handle(req, self._decisions.on_loop)
-        self._count(answer.outcome.value)
-        if answer.decision is not None:
-            self._injected(len(answer.decision.add))
-        if answer.outcome is not Outcome.SKIPPED:
-            _log_answer(answer, req)
-        body = orjson.dumps(answer.review)
-        self._latency(time.perf_counter() - started)
-        return body
+            return await self.offload.run(functools.partial(handle, req, self._decisions.off_loop))
+        return handle(req, self._decisions.on_loop)
+
+    def _account(self, answer: Answer, req: AdmissionRequest, elapsed: float) -> None:
+        """Count, time and log an answer; an error here is logged, the answer stands."""
+        try:
+            self._count(answer.outcome.value)
+            if answer.decision is not None:
+                self._injected(len(answer.decision.add))
+            if answer.outcome is not Outcome.SKIPPED:
+                _log_answer(answer, req)
+            self._latency(elapsed)
+        except Exception:
+            log.exception("accounting for an admission failed", extra={"uid": req.uid})
 
     async def _ensure_copies(self, namespace: str, dry_run: bool) -> None:
         """Create the project/cluster registry copies the namespace lacks, before answering."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
 import orjson
 import pytest
 
-from webhook.serve.logs import JsonFormatter, configure
+from webhook.serve.logs import JsonFormatter, LoopBatchingHandler, configure
 
 
 def _record(msg: str = "injected imagePullSecrets", **extra: object) -> logging.LogRecord:
@@ -59,7 +60,7 @@ def test_configure_sends_everything_through_one_json_handler(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     root = logging.getLogger()
-    saved = (root.handlers[:], root.level)
+    saved = (root.handlers[:], root.level, logging._srcfile)
     try:
         configure("warning")
         assert root.level == logging.WARNING
@@ -70,8 +71,9 @@ def test_configure_sends_everything_through_one_json_handler(
         lines = capsys.readouterr().err.strip().splitlines()
         assert [orjson.loads(x)["msg"] for x in lines] == ["careful"]
     finally:
-        root.handlers[:], _ = saved
+        root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+        logging._srcfile = saved[2]
 
 
 def test_the_time_is_each_records_own_though_formatted_once_a_second() -> None:
@@ -87,3 +89,113 @@ def test_the_time_is_each_records_own_though_formatted_once_a_second() -> None:
         "2023-11-14T22:13:21.500Z",
         "2023-11-14T22:13:19.000Z",
     ]
+
+
+class _Stream:
+    """A text stream that remembers each write."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        return None
+
+
+def _handler_logger(stream: _Stream) -> tuple[logging.Logger, LoopBatchingHandler]:
+    handler = LoopBatchingHandler(stream)  # type: ignore[arg-type]
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("webhook.test.batching")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger, handler
+
+
+def _msgs(stream: _Stream) -> list[list[str]]:
+    return [[orjson.loads(x)["msg"] for x in w.splitlines()] for w in stream.writes]
+
+
+def test_lines_logged_in_one_loop_iteration_go_out_in_one_write_at_its_end() -> None:
+    stream = _Stream()
+    logger, _ = _handler_logger(stream)
+    seen_inside: list[int] = []
+
+    async def one_iteration() -> None:
+        logger.info("a")
+        logger.info("b")
+        seen_inside.append(len(stream.writes))  # nothing written yet
+        await asyncio.sleep(0)  # the loop runs its ready callbacks: the flush
+        seen_inside.append(len(stream.writes))
+        logger.info("c")
+        await asyncio.sleep(0)
+
+    asyncio.run(one_iteration())
+    assert seen_inside == [0, 1]
+    assert _msgs(stream) == [["a", "b"], ["c"]]
+    assert all(w.endswith("\n") for w in stream.writes)
+
+
+def test_a_warning_and_a_line_off_the_loop_are_written_at_once_after_what_is_held() -> None:
+    stream = _Stream()
+    logger, _ = _handler_logger(stream)
+
+    async def warn() -> None:
+        logger.info("held")
+        logger.warning("now")
+        assert _msgs(stream) == [["held", "now"]]
+
+    asyncio.run(warn())
+    logger.info("from a thread")  # no running loop here
+    assert _msgs(stream)[-1] == ["from a thread"]
+
+
+def _log_and_stop_the_loop(logger: logging.Logger, msg: str) -> None:
+    """Log on a loop that stops in the same iteration: its flush callback never runs."""
+    loop = asyncio.new_event_loop()
+
+    async def log_and_stop() -> None:
+        logger.info(msg)
+        loop.stop()
+
+    try:
+        task = loop.create_task(log_and_stop())
+        loop.run_forever()
+        assert task.done()
+    finally:
+        loop.close()
+
+
+def test_lines_held_when_the_loop_stops_are_written_by_flush_or_the_next_loop() -> None:
+    stream = _Stream()
+    logger, handler = _handler_logger(stream)
+    _log_and_stop_the_loop(logger, "last words")
+    assert stream.writes == []  # held: the loop stopped before its flush
+    handler.flush()  # what logging.shutdown() calls at exit
+    assert _msgs(stream) == [["last words"]]
+
+    _log_and_stop_the_loop(logger, "first")
+    assert len(stream.writes) == 1
+
+    async def next_loop() -> None:
+        logger.info("second")  # the line held for the closed loop goes out at once
+        assert _msgs(stream)[1:] == [["first"]]
+        await asyncio.sleep(0)
+
+    asyncio.run(next_loop())
+    assert _msgs(stream)[1:] == [["first"], ["second"]]
+
+
+def test_configure_turns_off_caller_lookup() -> None:
+    saved = (logging.getLogger().handlers[:], logging.getLogger().level, logging._srcfile)
+    try:
+        configure("info")
+        assert logging._srcfile is None
+        assert isinstance(logging.getLogger().handlers[0], LoopBatchingHandler)
+    finally:
+        logging.getLogger().handlers[:] = saved[0]
+        logging.getLogger().setLevel(saved[1])
+        logging._srcfile = saved[2]

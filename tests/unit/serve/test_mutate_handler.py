@@ -238,18 +238,59 @@ def test_an_injection_is_counted_timed_and_logged_with_its_reasons(
     assert record.injected and record.images and record.uid  # type: ignore[attr-defined]
 
 
-def test_an_unexpected_error_is_a_json_500_and_logged(
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+def _boom(*_: Any) -> None:
+    raise RuntimeError("boom")
+
+
+@pytest.mark.parametrize(
+    ("broken", "status", "logged"),
+    [
+        ("handle", 500, "admission handler failed"),  # before the answer: a JSON 500
+        ("_log_answer", 200, "accounting for an admission failed"),  # after: it stands
+    ],
+)
+def test_an_unexpected_error_is_logged_and_a_json_500_only_before_the_answer(
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    broken: str,
+    status: int,
+    logged: str,
 ) -> None:
     app, _ = build()
+    monkeypatch.setattr(mutate, broken, _boom)
+    got, _, body, _ = call(app, "POST", "/mutate", whole(body_of()))
+    if status == 500:
+        assert_status(got, body, 500)
+    else:
+        assert got == 200 and orjson.loads(body)["response"]["allowed"] is True
+    assert any(r.getMessage() == logged for r in caplog.records)
 
-    def broken(*_: Any) -> None:
-        raise RuntimeError("boom")
 
-    monkeypatch.setattr(mutate, "_log_answer", broken)
-    status, _, body, _ = call(app, "POST", "/mutate", whole(body_of()))
-    assert_status(status, body, 500)
-    assert any(r.getMessage() == "admission handler failed" for r in caplog.records)
+def test_the_log_line_and_metrics_come_after_the_answer_is_sent(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app, metrics = build()
+    events: list[str] = []
+    original = mutate._log_answer
+
+    def logged(*args: Any) -> None:
+        events.append("log")
+        original(*args)
+
+    original_send = mutate.send_json
+
+    async def sent(*args: Any) -> None:
+        await original_send(*args)
+        events.append("sent")
+
+    monkeypatch.setattr(mutate, "_log_answer", logged)
+    monkeypatch.setattr(mutate, "send_json", sent)
+    with caplog.at_level(logging.INFO):
+        status, _, body, _ = call(app, "POST", "/mutate", whole(body_of()))
+    assert status == 200 and orjson.loads(body)["response"]["patch"]
+    assert events == ["sent", "log"]
+    get = metrics.registry.get_sample_value
+    assert get("pullsecret_injector_admission_requests_total", {"outcome": "patched"}) == 1
 
 
 def test_a_large_review_is_decided_on_the_offload_pool(monkeypatch: pytest.MonkeyPatch) -> None:
