@@ -103,7 +103,7 @@ def test_every_pod_created_during_an_upgrade_gets_its_secret(webhook: Webhook) -
         "upgrade",
         lambda env: [
             ["helm", "upgrade", webhook.release, chart, "-n", webhook.release_namespace,
-             "--reuse-values", "--set", "podAnnotations.psi-e2e/upgraded=" + webhook.run,
+             "--reuse-values", "--set-string", "podAnnotations.psi-e2e/upgraded=" + webhook.run,
              "--wait", "--timeout", "5m"],
         ],
     )  # fmt: skip
