@@ -156,6 +156,11 @@ async def send_json(send: Send, body: bytes, status: int = 200) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def send_status(send: Send, message: str, status: int) -> None:
+    """An error answer: a JSON Status saying `message`."""
+    await send_json(send, orjson.dumps(bad_request_body(message)), status)
+
+
 # ---- the decision, metrics and the log line -----------------------------------------------
 
 
@@ -263,20 +268,20 @@ class MutateHandler:
         except BadRequest as exc:
             self._count("bad_request")
             log.warning("bad request", extra={"status": exc.status, "error": str(exc)})
-            await send_json(send, orjson.dumps(bad_request_body(str(exc))), exc.status)
+            await send_status(send, str(exc), exc.status)
             return
         except ClientGoneError:
             # The client went away before sending the whole body: nobody to answer.
             self._metrics.client_disconnects.inc()
             log.info("client disconnected before sending the whole body")
-            await send_json(send, orjson.dumps(bad_request_body("client disconnected")), 400)
+            await send_status(send, "client disconnected", 400)
             return
         try:
             answer = await self._answer(req, large)
             body = orjson.dumps(answer.review)
         except Exception:  # not the decision's (that fails open in handle): ours
             log.exception("admission handler failed", extra={"uid": req.uid})
-            await send_json(send, orjson.dumps(bad_request_body("internal error")), 500)
+            await send_status(send, "internal error", 500)
             return
         elapsed = time.perf_counter() - started
         if large:  # its objects are freed now: hand the memory back (off the loop), before
