@@ -26,25 +26,20 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
+from bench import load
 from webhook.cluster.apiclient import load_api_client
 from webhook.cluster.store import NAMESPACES, SECRETS, Store
 from webhook.cluster.watchers import ClusterWatcher
 from webhook.metrics import Metrics
 
 
-def rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _row(label: str, started: float) -> dict[str, object]:
+def _row(label: str, started: float) -> dict[str, Any]:
     row = {
         "at": label,
-        "rss_mib": round(rss_mib(), 1),
+        "rss_mib": round(load.rss_mib([os.getpid()])[0], 1),
         "frozen": gc.get_freeze_count(),
         "tracked": len(gc.get_objects()),
         "seconds": round(time.monotonic() - started, 1),
@@ -57,9 +52,10 @@ def _row(label: str, started: float) -> dict[str, object]:
     return row
 
 
-def run(relists: int, kubeconfig: str | None) -> dict[str, object]:
+def run(relists: int, kubeconfig: str | None) -> dict[str, Any]:
     store = Store()
-    watcher = ClusterWatcher(load_api_client(kubeconfig, None), store, Metrics(store=store))
+    api_client = load_api_client(Path(kubeconfig) if kubeconfig else None, None)
+    watcher = ClusterWatcher(api_client, store, Metrics(store=store))
     started = time.monotonic()
     watcher.start()
     try:
@@ -72,7 +68,7 @@ def run(relists: int, kubeconfig: str | None) -> dict[str, object]:
             rows.append(_row(f"re-list {i + 1}", started))
         gc.unfreeze()
         unreachable = gc.collect()
-        after = rss_mib()
+        after = load.rss_mib([os.getpid()])[0]
         print(f"unfrozen and collected: {unreachable} unreachable objects, RSS {after:.1f} MiB")
     finally:
         watcher.stop()
@@ -83,8 +79,7 @@ def run(relists: int, kubeconfig: str | None) -> dict[str, object]:
         "rows": rows,
         "unreachable_after_unfreeze": unreachable,
         "growth_after_first_relist_mib": round(
-            float(rows[-1]["rss_mib"]) - float(rows[min(1, len(rows) - 1)]["rss_mib"]),
-            1,  # type: ignore[arg-type]
+            rows[-1]["rss_mib"] - rows[min(1, len(rows) - 1)]["rss_mib"], 1
         ),
     }
 
