@@ -286,7 +286,7 @@ class MutateHandler:
         elapsed = time.perf_counter() - started
         if large:  # its objects are freed now: hand the memory back (off the loop), before
             self._account(answer, req, elapsed)  # answering, so that the next request
-            del req  # finds it given back
+            del req, answer  # finds it given back (the answer too: it was kept alive here)
             await self.offload.run(_nothing)
             await send_json(send, body)
             return

@@ -7,6 +7,7 @@ The app is called as uvicorn calls it: scope, receive, send, messages checked on
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from webhook.cluster.manifests import fill_store, load_objects
 from webhook.cluster.store import Store
 from webhook.config import Settings
+from webhook.core.admission import AdmissionRequest, Answer
 from webhook.metrics import Metrics
 from webhook.serve import mutate
 from webhook.serve.app import AdmissionApp, create_app
@@ -293,14 +295,15 @@ def test_the_log_line_and_metrics_come_after_the_answer_is_sent(
     assert get("pullsecret_injector_admission_requests_total", {"outcome": "patched"}) == 1
 
 
-def test_a_large_review_is_decided_on_the_offload_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+def post_large(
+    monkeypatch: pytest.MonkeyPatch, wrap: Callable[[Callable[[], Any]], Callable[[], Any]]
+) -> None:
+    """POST a review the handler takes as large; each offloaded call runs as `wrap(fn)`."""
     app, _ = build(large_review_bytes=1024)
-    ran: list[Callable[[], Any]] = []
     original = app.mutate.offload.run
 
     async def run(fn: Callable[[], Any]) -> Any:
-        ran.append(fn)
-        return await original(fn)
+        return await original(wrap(fn))
 
     monkeypatch.setattr(app.mutate.offload, "run", run)
     try:
@@ -308,4 +311,28 @@ def test_a_large_review_is_decided_on_the_offload_pool(monkeypatch: pytest.Monke
     finally:
         app.mutate.offload.close()
     assert status == 200 and orjson.loads(body)["response"]["patch"]
+
+
+def test_a_large_review_is_decided_on_the_offload_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran: list[Callable[[], Any]] = []
+
+    def record(fn: Callable[[], Any]) -> Callable[[], Any]:
+        ran.append(fn)
+        return fn
+
+    post_large(monkeypatch, record)
     assert len(ran) == 3  # decoded, decided, then the memory given back: all off the loop
+
+
+def test_a_large_review_is_freed_before_its_memory_is_given_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """When the release runs on the pool, neither the parsed request nor its answer is alive
+    any more: what it gives back includes them (the loop's step kept the answer's future)."""
+    alive: list[int] = []
+
+    def count_alive() -> None:
+        alive.append(sum(isinstance(o, (Answer, AdmissionRequest)) for o in gc.get_objects()))
+
+    post_large(monkeypatch, lambda fn: count_alive if fn is mutate._nothing else fn)
+    assert alive == [0]
