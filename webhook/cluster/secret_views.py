@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -95,9 +96,10 @@ def reduce_secret(obj: Mapping[str, Any], cache: ParseCache) -> RegistrySecret |
     """core.model.secret_from_object with the parse memoised; None when not a registry.
 
     The watchers' reduction, and the CLI's (cluster/livestate.py): namespace, name, type,
-    labels, our annotations and the registry keys; never a credential."""
+    labels, our annotations and the registry keys; never a credential. Namespace, name and
+    type are interned: one string for each value however many secrets carry it."""
     try:
-        return secret_from_object(obj, parse=cache.parse)
+        return secret_from_object(obj, parse=cache.parse, share=sys.intern)
     except Exception as exc:  # a parser bug must not stop the watch, nor leak the data
         namespace, name = names(obj)
         log.error(
@@ -107,7 +109,9 @@ def reduce_secret(obj: Mapping[str, Any], cache: ParseCache) -> RegistrySecret |
         parsed = ParsedDockerConfig(keys=(), error=f"internal error ({type(exc).__name__})")
         meta = obj.get("metadata")
         labels = string_map(meta.get("labels") if isinstance(meta, Mapping) else None)
-        return registry_secret(namespace, name, str(obj.get("type")), parsed, labels=labels)
+        return registry_secret(
+            namespace, name, str(obj.get("type")), parsed, labels=labels, share=sys.intern
+        )
 
 
 def _unchanged(

@@ -16,6 +16,7 @@ dropped as soon as it is parsed, and no log line carries any of it.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -38,8 +39,11 @@ _STOP_JOIN_SECONDS = 5.0
 
 
 def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
+    """A namespace's labels, their values interned: each namespace carries its own name as
+    `kubernetes.io/metadata.name`, and its secrets name it too (core/model.py)."""
     meta = obj.get("metadata")
-    return string_map(meta.get("labels") if isinstance(meta, dict) else None)
+    labels = string_map(meta.get("labels") if isinstance(meta, dict) else None)
+    return {key: sys.intern(value) for key, value in labels.items()}
 
 
 class _SecretTypeHandler:
@@ -67,7 +71,7 @@ class _NamespaceHandler:
         for obj in items:
             _, name = names(obj)
             if name:
-                namespaces[name] = _labels(obj)
+                namespaces[sys.intern(name)] = _labels(obj)
         self._store.replace_namespaces(namespaces)
         return len(namespaces)
 
@@ -78,7 +82,7 @@ class _NamespaceHandler:
         if event == "DELETED":
             self._store.delete_namespace(name)
         else:
-            self._store.upsert_namespace(name, _labels(obj))
+            self._store.upsert_namespace(sys.intern(name), _labels(obj))
         log.debug("namespace event", extra={"namespace": name, "event": event})
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from helpers import secret_object
 
 from webhook.cluster.secret_views import SecretViews
 from webhook.cluster.store import Store
+from webhook.cluster.watchers import _NamespaceHandler
 
 JSON_TYPE = "kubernetes.io/dockerconfigjson"
 
@@ -86,3 +88,25 @@ def test_a_relist_keeps_equal_namespace_labels_as_they_were() -> None:
     store.replace_namespaces({"a": {"team": "x"}, "b": {"team": "y"}})
     assert store.namespace_labels("a") is held
     assert dict(store.namespace_labels("b") or {}) == {"team": "y"}
+
+
+def test_equal_namespaces_names_and_types_are_one_string_however_many_secrets_carry_them() -> None:
+    """A page parsed from JSON gives every value its own string; the store keeps one."""
+    page = orjson.loads(
+        orjson.dumps([_obj(ns, name, "1") for ns in ("a", "b") for name in ("regcred", "other")])
+    )
+    namespaces = orjson.loads(
+        orjson.dumps([{"metadata": {"name": n, "labels": {"kubernetes.io/metadata.name": n}}}
+                      for n in ("a", "b")])
+    )  # fmt: skip
+    store = Store()
+    _NamespaceHandler(store).replace(namespaces)
+    SecretViews(store).replace_type(JSON_TYPE, page)
+    secrets = store.all_secrets()
+    assert len(secrets) == 4
+    assert len({id(s.type) for s in secrets}) == 1
+    assert len({id(s.name) for s in secrets}) == 2  # "regcred" and "other", once each
+    for namespace, labels in store.namespaces().items():
+        held = store.secrets_in(namespace)
+        assert {id(s.namespace) for s in held.values()} == {id(namespace)}
+        assert labels["kubernetes.io/metadata.name"] is namespace
