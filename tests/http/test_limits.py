@@ -72,7 +72,7 @@ def assert_status(raw: bytes, code: int) -> dict[str, str]:
     assert status == code, raw[:300]
     assert headers["content-type"] == "application/json"
     doc = json.loads(body)
-    assert doc["kind"] == "Status" and doc["status"] == "Failure"
+    assert doc["kind"] == "Status" and doc["status"] == "Failure" and doc["code"] == code
     assert doc["message"]
     return headers
 

@@ -186,6 +186,7 @@ def assert_json_status(r: httpx.Response, code: int) -> None:
     assert r.headers["content-type"] == "application/json"
     body = r.json()
     assert body["kind"] == "Status" and body["status"] == "Failure" and body["message"]
+    assert body["code"] == code  # what the API server's webhook metrics label
 
 
 def test_get_is_not_allowed_and_says_so_in_a_json_status(client: httpx.Client) -> None:

@@ -9,6 +9,7 @@ caller answers HTTP 4xx) and everything else (an internal fault: allowed, fail o
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -137,11 +138,22 @@ def _review(req: AdmissionRequest, response: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": req.api_version, "kind": "AdmissionReview", "response": response}
 
 
+# The API server drops a warning whose text holds a control character (unicode.IsControl:
+# U+0000-001F, U+007F-009F; NewWarningHeader in k8s.io/apimachinery pkg/util/net/http.go).
+# A warning quoting what the pod's author wrote (an image with a newline in it) is escaped
+# instead of lost. (Text that is not UTF-8 never gets here: orjson refuses it on decode.)
+_UNSENDABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 def _clip(warnings: tuple[str, ...] | list[str]) -> list[str]:
-    kept = [
-        w if len(w) <= MAX_WARNING_CHARS else w[: MAX_WARNING_CHARS - 1] + "…"
-        for w in warnings[:MAX_WARNINGS]
-    ]
+    kept = []
+    for warning in warnings[:MAX_WARNINGS]:
+        w = _UNSENDABLE.sub(_escaped, warning)
+        kept.append(w if len(w) <= MAX_WARNING_CHARS else w[: MAX_WARNING_CHARS - 1] + "…")
     if len(warnings) > MAX_WARNINGS:
         kept.append(f"and {len(warnings) - MAX_WARNINGS} more warnings")
     return kept
@@ -183,9 +195,39 @@ def failed_open(req: AdmissionRequest, error: str) -> dict[str, Any]:
     )
 
 
-def bad_request_body(message: str) -> dict[str, Any]:
-    """The JSON error body of a 4xx answer."""
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message}
+# metav1.StatusReason of each HTTP error the webhook answers (k8s.io/apimachinery
+# pkg/apis/meta/v1/types.go); any other code is sent without a reason.
+_STATUS_REASONS = {
+    400: "BadRequest",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    413: "RequestEntityTooLarge",
+    415: "UnsupportedMediaType",
+    431: "BadRequest",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
+
+
+def bad_request_body(message: str, code: int) -> dict[str, Any]:
+    """The JSON Status of an HTTP error answer (4xx, 500).
+
+    With its ``code``: client-go reads a Failure Status as the error and keeps its code,
+    which the API server's webhook metrics label (``apiserver_admission_webhook_request_total``
+    and the rejection count); a Status without one is counted as code 0.
+    """
+    body: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "code": code,
+    }
+    reason = _STATUS_REASONS.get(code)
+    if reason is not None:
+        body["reason"] = reason
+    return body
 
 
 # ---- the handler -------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from webhook.core.admission import bad_request_body
 
 async def _status(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    body = bad_request_body(str(exc.detail))
+    body = bad_request_body(str(exc.detail), exc.status_code)
     return Response(
         orjson.dumps(body),
         status_code=exc.status_code,

@@ -46,6 +46,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from webhook.config import Settings
+from webhook.core.admission import bad_request_body
 from webhook.metrics import Metrics
 from webhook.serve.shutdown import Drain
 
@@ -80,10 +81,7 @@ class BodyBudget:
 
 def status_response(status: int, message: str) -> bytes:
     """A whole HTTP/1.1 response: a JSON Status, and the connection closed after it."""
-    body = orjson.dumps(
-        {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
-         "code": status}
-    )  # fmt: skip
+    body = orjson.dumps(bad_request_body(message, status))
     return b"".join(
         [
             STATUS_LINE[status],

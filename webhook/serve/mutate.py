@@ -158,7 +158,7 @@ async def send_json(send: Send, body: bytes, status: int = 200) -> None:
 
 async def send_status(send: Send, message: str, status: int) -> None:
     """An error answer: a JSON Status saying `message`."""
-    await send_json(send, orjson.dumps(bad_request_body(message)), status)
+    await send_json(send, orjson.dumps(bad_request_body(message, status)), status)
 
 
 # ---- the decision, metrics and the log line -----------------------------------------------

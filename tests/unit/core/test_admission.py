@@ -14,6 +14,7 @@ from webhook.core.admission import (
     BadRequest,
     Outcome,
     allowed,
+    bad_request_body,
     handle,
     parse_review,
     patched,
@@ -167,3 +168,33 @@ def test_the_audit_annotation_names_32_images_then_how_many_more(example_store: 
     images = answer.review["response"]["auditAnnotations"]["injected-for-images"]
     assert images.count("registry.example.com/app-") == 32
     assert images.endswith(",(and 968 more)")
+
+
+@pytest.mark.parametrize(
+    "image", ["a/B\nc:1", "a/B\tc", "registry.example.com/Team\r/app", "a/B\x85c\x7f"]
+)
+def test_a_warning_quoting_the_pod_has_no_control_character(
+    image: str, example_store: Store
+) -> None:
+    """The API server drops a warning with a control character (NewWarningHeader): the
+    invalid image's reason, which quotes the image as written, is escaped instead."""
+    doc = review("v1-create-pod-dry-run.json")
+    doc["request"]["object"]["spec"]["containers"][0]["image"] = image
+    warnings = handle(parse_review(doc), decide_with(example_store)).review["response"]["warnings"]
+    quoted = [w for w in warnings if "not a valid reference" in w]
+    assert len(quoted) == 1
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in quoted[0])
+    assert "\\u00" in quoted[0]  # escaped, so still said
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [(400, "BadRequest"), (413, "RequestEntityTooLarge"), (415, "UnsupportedMediaType"),
+     (500, "InternalError"), (418, None)],
+)  # fmt: skip
+def test_an_error_status_carries_its_code(code: int, reason: str | None) -> None:
+    """client-go keeps a Failure Status's code as the error's: the API server's webhook
+    metrics label it (a Status without one counts as code 0)."""
+    body = bad_request_body("what went wrong", code)
+    assert body["code"] == code and body.get("reason") == reason
+    assert body["kind"] == "Status" and body["status"] == "Failure"

@@ -87,7 +87,7 @@ def whole(body: bytes) -> list[Message]:
 def assert_status(status: int, body: bytes, code: int) -> str:
     assert status == code
     doc = orjson.loads(body)
-    assert doc["kind"] == "Status" and doc["status"] == "Failure"
+    assert doc["kind"] == "Status" and doc["status"] == "Failure" and doc["code"] == code
     message: str = doc["message"]
     return message
 
