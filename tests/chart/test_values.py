@@ -231,6 +231,10 @@ VALIDATE_FAILS = {
         ["tuning.liveReadTimeoutSeconds=5"],
         "Lower liveReadTimeoutSeconds or raise webhook.timeoutSeconds",
     ),
+    "a live read and the copies together outlasting the API server's wait": (
+        ["tuning.replication.admissionTimeoutSeconds=2"],  # 1 + 2 + 0.5 against 3
+        "Lower the two waits or raise webhook.timeoutSeconds",
+    ),
     "a PrometheusRule without a rule": (
         [PROM_RULE, *(f"metrics.prometheusRule.alerts.{a}.enabled=false" for a in ALERT_KEYS)],
         "Enable an alert, or set metrics.prometheusRule.enabled=false",
@@ -259,6 +263,8 @@ def test_the_fixes_the_messages_suggest_do_render(helm: Helm) -> None:
         ["podDisruptionBudget.minAvailable=null", "podDisruptionBudget.maxUnavailable=1"],
         ["serviceAccount.create=false", "serviceAccount.name=psi"],
         ["replication.enabled=false"],
+        ["tuning.replication.admissionTimeoutSeconds=2", "webhook.timeoutSeconds=4"],
+        ["tuning.replication.admissionTimeoutSeconds=2", "replication.enabled=false"],
         ["certificates.selfSigned.validityDays=3650"],
         [f"metrics.prometheusRule.alerts.{a}.enabled=false" for a in ALERT_KEYS],
     ):
