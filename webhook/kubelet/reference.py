@@ -8,6 +8,18 @@ validation of github.com/opencontainers/go-digest v1.0.0 that ``Parse`` calls. T
 kubelet looks pull credentials up with ``ParseNormalizedNamed(image).Name()``; that
 is :attr:`ImageRef.name` here, to the letter.
 
+Which version: kubelets up to v1.28 parse with github.com/docker/distribution v2.8
+(kubernetes' go.mod; the kit's v1.28.7 kubelet too), v1.29 and later with
+distribution/reference. v0.6.0 accepts everything v2.8 accepts, giving the same name, and
+three things more: a first component with an uppercase letter is a domain (v2.8 takes it
+for a docker.io path and refuses the uppercase), bracketed IPv6 hosts, and names over 255
+characters with their domain (v0.6.0 counts the path only). The newest rules are the ones
+followed: the webhook never misses a secret a newer kubelet would use, and on an older
+node such an image ends in InvalidImageName whatever the webhook added (the secret goes
+unused, and no "not a valid reference" warning is given). Compared against the real v2.8.2
+parser (Go, Debian's golang-github-docker-distribution-dev) on ~900,000 fuzzed strings:
+no other difference.
+
 Grammar (from reference.go)::
 
     reference        := name [ ":" tag ] [ "@" digest ]
