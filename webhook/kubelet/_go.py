@@ -6,7 +6,9 @@ whether the kubelet uses a credential, so these follow Go:
 * ``path/filepath.Match`` on bytes (Separator ``/``; ``ErrBadPattern`` counts as no match);
 * ``net.SplitHostPort``;
 * ``net/url.Parse``: the parts the kubelet uses (Host and the decoded Path), with the rules
-  of current Go (since the October 2025 security releases);
+  of current Go (since the October 2025 and February 2026 security releases), or with
+  ``legacy=True`` those of the Go releases before them (go1.24.7 / go1.25.1 and older,
+  which built every kubelet up to late 2025: the kit's v1.28.7 was built with go1.21.13);
 * ``encoding/json``: ``json.Unmarshal``'s syntax (depth limit 10000, no NaN/Infinity,
   invalid UTF-8 and lone surrogates as U+FFFD) and its case-insensitive field matching;
 * ``encoding/base64`` ``StdEncoding`` / ``RawStdEncoding`` (``\\r`` and ``\\n`` ignored);
@@ -211,8 +213,11 @@ _HOST_ASCII = frozenset(
 )
 
 
-def url_parse(raw: bytes) -> tuple[bytes, bytes] | None:
-    """url.Parse(raw) -> (Host, Path), or None where Go returns an error."""
+def url_parse(raw: bytes, legacy: bool = False) -> tuple[bytes, bytes] | None:
+    """url.Parse(raw) -> (Host, Path), or None where Go returns an error.
+
+    `legacy`: the host as Go parsed it before CVE-2025-47912 and CVE-2026-25679 (see
+    :func:`_parse_host`). Where both accept a URL they give the same Host and Path."""
     u, _, frag = raw.partition(b"#")
     if _CTL_RE.search(u):
         return None  # net/url: invalid control character in URL
@@ -229,7 +234,7 @@ def url_parse(raw: bytes) -> tuple[bytes, bytes] | None:
     if rest.startswith(b"//") and (scheme or not rest.startswith(b"///")):
         authority, slash, tail = rest[2:].partition(b"/")
         rest = slash + tail
-        parsed_host = _parse_authority(authority)
+        parsed_host = _parse_authority(authority, legacy)
         if parsed_host is None:
             return None
         host = parsed_host
@@ -257,9 +262,9 @@ def _get_scheme(raw: bytes) -> tuple[bytes | None, bytes]:
     return b"", raw
 
 
-def _parse_authority(authority: bytes) -> bytes | None:
+def _parse_authority(authority: bytes, legacy: bool) -> bytes | None:
     at = authority.rfind(b"@")
-    host = _parse_host(authority[at + 1 :])
+    host = (_parse_host_legacy if legacy else _parse_host)(authority[at + 1 :])
     if host is None or at < 0:
         return host
     userinfo = authority[:at]
@@ -303,6 +308,35 @@ def _parse_host(host: bytes) -> bytes | None:
     colon = host.rfind(b":")
     if colon != -1 and not _valid_optional_port(host[colon:]):
         return None  # invalid port after host
+    return _unescape(host, _HOST)
+
+
+def _parse_host_legacy(host: bytes) -> bytes | None:
+    """parseHost of Go before its October 2025 security releases (go1.19-go1.24.7).
+
+    Brackets are looked at only when the host starts with one, and what they hold is never
+    checked: ``[registry]:5000`` and ``[00001::1]`` are hosts, and a ``[`` or ``]``
+    elsewhere is an allowed host character (``reg[0-9].example.com``)."""
+    if host.startswith(b"["):
+        close = host.rfind(b"]")
+        if close < 0:
+            return None  # missing ']' in host
+        if not _valid_optional_port(host[close + 1 :]):
+            return None
+        zone = host[:close].find(b"%25")
+        if zone >= 0:
+            parts = (
+                _unescape(host[:zone], _HOST),
+                _unescape(host[zone:close], _ZONE),
+                _unescape(host[close:], _HOST),
+            )
+            if None in parts:
+                return None
+            return b"".join(p for p in parts if p is not None)
+    else:
+        colon = host.rfind(b":")
+        if colon != -1 and not _valid_optional_port(host[colon:]):
+            return None  # invalid port after host
     return _unescape(host, _HOST)
 
 

@@ -10,7 +10,11 @@ in :mod:`webhook.kubelet._go`):
   ``[`` anywhere but at the start of the host, a bracketed host that is not an IPv6
   address: the rules of current Go, since the October 2025 security releases; a host
   with several colons is judged by the last one, as Go does unless
-  ``GODEBUG=urlstrictcolons=1``). Query, fragment and
+  ``GODEBUG=urlstrictcolons=1``). Kubelets built with an older Go (every release up to
+  late 2025; the kit's v1.28.7: go1.21.13) accept those bracket forms too
+  (``reg[0-9].example.com``, a ``filepath.Match`` class; ``[registry]:5000``): such a
+  key is kept, marked :attr:`RegistryKey.legacy`, and ``keyring_lookup`` answers for both
+  kinds of kubelet at once (below). Query, fragment and
   user info are dropped; a leading ``/v1/`` or ``/v2/`` of the (decoded) path is cut
   to ``/``; the key is ``host`` plus the path unless that is empty or ``/``.
 * ``keyring.go`` ``Lookup`` / ``URLsMatchStr``: both key and image are parsed as
@@ -26,6 +30,11 @@ in :mod:`webhook.kubelet._go`):
   no key of the whole keyring matches does ``Lookup`` fall back to the Docker Hub key
   ``index.docker.io`` (written e.g. ``https://index.docker.io/v1/``) for an image that
   ``isDefaultRegistryMatch``.
+* Two kinds of kubelet, one answer: a cluster's nodes may run kubelets built with either
+  Go. Where a legacy key, or an image only the older Go parses (``[00001::1]:5000/x``),
+  makes the two Lookups differ, the result is every secret either would hand the
+  runtime: a secret one kind of kubelet does not use costs nothing, a missing one fails
+  the pull. Without brackets the two are one and the same Lookup.
 """
 
 from __future__ import annotations
@@ -70,11 +79,14 @@ class RegistryKey:
     made, so that matching on the admission path parses only the image:
     ``matchable`` is False when ``URLsMatchStr`` cannot parse the key (it then serves
     no image), ``host_labels``/``port``/``path`` are ``ParseSchemelessURL(key)`` split
-    as ``URLsMatch`` splits it. Equality and hashing use ``key`` alone.
+    as ``URLsMatch`` splits it. ``legacy`` is True when only kubelets built with Go
+    before its October 2025 security releases parse the key (they alone match with it).
+    Equality and hashing use ``key`` alone.
     """
 
     key: str
     matchable: bool = field(init=False, repr=False, compare=False)
+    legacy: bool = field(init=False, repr=False, compare=False)
     host_labels: tuple[str, ...] = field(init=False, repr=False, compare=False)
     port: str = field(init=False, repr=False, compare=False)
     path: str = field(init=False, repr=False, compare=False)
@@ -106,6 +118,10 @@ def _init_key(obj: RegistryKey, raw: bytes) -> None:
     setattr_ = object.__setattr__
     setattr_(obj, "_raw", raw)
     target = _parse_schemeless(raw)
+    setattr_(obj, "legacy", target is None)
+    if target is None:
+        target = _parse_schemeless(raw, legacy=True)
+        setattr_(obj, "legacy", target is not None)
     if target is None:
         setattr_(obj, "matchable", False)
         setattr_(obj, "_labels", ())
@@ -132,11 +148,12 @@ class KeyringMatch:
 def key_matches(key: RegistryKey, image_name: str) -> bool:
     """URLsMatchStr(key, image_name): would this key serve this repository name?
 
-    The Docker Hub fallback of ``Lookup`` is not part of this; see keyring_lookup.
+    The Docker Hub fallback of ``Lookup`` is not part of this; see keyring_lookup. True
+    when either kind of kubelet (current Go, or older Go: see the module) would.
     """
     if not isinstance(key, RegistryKey):
         return False
-    target = _parse_image_name(image_name)
+    target = _parse_image_name(image_name) or _parse_image_name(image_name, True)
     return target is not None and _matches(key, target)
 
 
@@ -161,10 +178,15 @@ def keyring_lookup(
 
     All secrets are Added into one keyring, in the given order. The result lists the
     secrets whose credentials Lookup returns, in Lookup order (keys in reverse byte
-    order, each key's secrets in keyring order), without duplicates.
+    order, each key's secrets in keyring order), without duplicates. Where a kubelet
+    built with an older Go would get other secrets (a legacy key, an image only it
+    parses; see the module), its secrets follow, so that either kind of node can pull.
     """
     target = _parse_image_name(image_name)
+    # The older Go parses whatever the current one does, to the same host and path.
+    legacy_target = target if target is not None else _parse_image_name(image_name, True)
     matched: dict[bytes, list[str]] = {}
+    legacy_only: dict[bytes, list[str]] = {}  # what only an older-Go kubelet matches
     hub: list[str] = []
     for entry in keyring:
         if not isinstance(entry, (tuple, list)) or len(entry) != 2:
@@ -178,8 +200,24 @@ def keyring_lookup(
             raw = key.raw
             if raw == _DEFAULT_REGISTRY_RAW:
                 hub.append(name)
-            if target is not None and _matches(key, target):
+            if key.legacy or target is None:
+                if legacy_target is not None and _matches(key, legacy_target):
+                    legacy_only.setdefault(raw, []).append(name)
+            elif _matches(key, target):
                 matched.setdefault(raw, []).append(name)
+    current = _resolve(matched, hub, image_name)
+    if not legacy_only:
+        return current
+    older = _resolve({**matched, **legacy_only}, hub, image_name)
+    answered = [m for m in (current, older) if m.secrets]
+    return KeyringMatch(
+        _unique([*current.secrets, *older.secrets]),
+        via_default_registry=all(m.via_default_registry for m in answered),
+    )
+
+
+def _resolve(matched: dict[bytes, list[str]], hub: list[str], image_name: str) -> KeyringMatch:
+    """Lookup's answer from its matches: keys in reverse byte order, else the fallback."""
     if matched:
         ordered = [name for raw in sorted(matched, reverse=True) for name in matched[raw]]
         return KeyringMatch(_unique(ordered), via_default_registry=False)
@@ -203,15 +241,15 @@ class _Target(NamedTuple):
     path: bytes
 
 
-def _parse_image_name(image_name: object) -> _Target | None:
+def _parse_image_name(image_name: object, legacy: bool = False) -> _Target | None:
     if not isinstance(image_name, str):
         return None
-    return _parse_schemeless(image_name.encode("utf-8", "surrogatepass"))
+    return _parse_schemeless(image_name.encode("utf-8", "surrogatepass"), legacy)
 
 
-def _parse_schemeless(text: bytes) -> _Target | None:
+def _parse_schemeless(text: bytes, legacy: bool = False) -> _Target | None:
     """ParseSchemelessURL then SplitURL; None when url.Parse fails."""
-    parsed = url_parse(b"https://" + text)
+    parsed = url_parse(b"https://" + text, legacy)
     if parsed is None:
         return None
     host, path = parsed
@@ -257,7 +295,7 @@ def add_key(location: str) -> RegistryKey | None:
     value = location.encode("utf-8")
     if not value.startswith((b"https://", b"http://")):
         value = b"https://" + value
-    parsed = url_parse(value)
+    parsed = url_parse(value) or url_parse(value, legacy=True)  # a legacy key: see above
     if parsed is None:
         return None  # "Entry %q in dockercfg invalid (%v), ignoring"
     host, path = parsed

@@ -27,7 +27,7 @@ def probe_image(secret: RegistrySecret) -> str | None:
         text = key.key.split("://", 1)[-1].rstrip("/").replace("*", "doctor")
         if text in ("index.docker.io/v1", "index.docker.io", "docker.io", "registry-1.docker.io"):
             return "docker.io/pullsecret-injector/doctor-probe:0"
-        if text and key.matchable:
+        if text and key.matchable and not key.legacy:  # a legacy key may hold a glob class
             return f"{text}/pullsecret-injector-doctor-probe:0"
     return None
 

@@ -237,3 +237,15 @@ def test_pod_without_spec_is_left_alone() -> None:
 def test_private_registry_entries_and_ports(entry: str, image: str, warned: bool) -> None:
     d = decide(pod(image), NS, {}, Policy.build(None, [entry]))
     assert any("private registry" in w for w in d.warnings) is warned
+
+
+def test_a_key_only_an_older_go_kubelet_parses_is_injected_for_its_images() -> None:
+    """`reg[0-9].example.com`: a filepath.Match class for kubelets built with Go before its
+    October 2025 security releases (the kit's v1.28.7), an invalid key for newer ones: the
+    secret is injected, as some node may need it, and for nothing else."""
+    glob = registry_secret("ns", "regcred", "reg[0-9].example.com")
+    decision = decide(
+        pod("reg1.example.com/app", "rega.example.com/app"), "ns", secrets(glob), Policy()
+    )
+    assert decision.add == ("regcred",)
+    assert [i.added for i in decision.images] == [("regcred",), ()]

@@ -430,12 +430,14 @@ def test_missing_data_key_is_ignored(data: dict[str, str] | None) -> None:
         ("reg istry.io", None),  # invalid character in host name
         ("reg\\istry.io", None),
         ("registry.io/\x01", None),  # control character
-        ("registry[0-9].io", None),  # '[' only starts an IP literal
-        ("[1.2.3.4]:5000", None),  # brackets hold IPv6 addresses only
-        ("[registry.io]", None),
+        # current Go refuses these, a kubelet built with an older Go stores them (legacy)
+        ("registry[0-9].io", "registry[0-9].io"),  # '[' only starts an IP literal
+        ("[1.2.3.4]:5000", "[1.2.3.4]:5000"),  # brackets hold IPv6 addresses only
+        ("[registry.io]", "[registry.io]"),
+        ("[fe80::1%25]", "[fe80::1%]"),  # empty zone
+        ("[12345::1]", "[12345::1]"),  # more than 4 hex digits in a group
         ("[::1", None),  # missing ']'
-        ("[fe80::1%25]", None),  # empty zone
-        ("[12345::1]", None),  # more than 4 hex digits in a group
+        ("a[::1]", None),  # older Go: ":1]" is an invalid port; current: '[' not first
         ("ü@registry.io", None),  # invalid user info
         ("u%zz@registry.io", None),
     ],
@@ -444,6 +446,66 @@ def test_add_turns_a_location_into_a_key(location: str, key: str | None) -> None
     parsed = config_json({"auths": {location: {}}})
     assert parsed.error is None, "an unparsable location is skipped, never an error"
     assert [k.key for k in parsed.keys] == ([] if key is None else [key])
+
+
+# --- kubelets built with an older Go (before its October 2025 security releases) --------
+# Checked against kubernetes' keyring.go logic over the real go1.19 net/url (the rules of
+# every Go up to go1.24.7, which built the kit's v1.28.7 kubelet: go1.21.13).
+
+
+@pytest.mark.parametrize(
+    ("location", "image"),
+    [
+        ("reg[0-9].example.com", "reg1.example.com/app"),  # filepath.Match class
+        ("*.s[0-9].example.com", "a.s3.example.com/x"),
+        ("https://[127.0.0.1]:5000/v2/", "127.0.0.1:5000/app"),  # SplitHostPort strips []
+        ("[registry]:5000", "registry:5000/app"),
+        ("[00001::1]:5000", "[00001::1]:5000/app"),  # a 5-digit group: key and image
+        ("*:5000", "[00001::1]:5000/app"),  # the image only the older Go parses
+    ],
+)
+def test_what_only_an_older_go_kubelet_parses_still_serves_the_image(
+    location: str, image: str
+) -> None:
+    ring = [("s", config_json({"auths": {location: {"auth": FOO_BAR}}}).keys)]
+    assert keyring_lookup(ring, image).secrets == ("s",)
+    (key,) = ring[0][1]
+    assert key_matches(key, image)
+
+
+def test_only_keys_current_go_refuses_are_legacy() -> None:
+    parsed = config_json({"auths": {"reg[0-9].io": {}, "[::1]:5000": {}, "registry.io": {}}})
+    assert {k.key: k.legacy for k in parsed.keys} == {
+        "reg[0-9].io": True,
+        "[::1]:5000": False,
+        "registry.io": False,
+    }
+
+
+def test_where_the_two_kinds_of_kubelet_differ_both_get_their_secrets() -> None:
+    """Current Go drops `docke[r].io` and falls back to the Docker Hub key; an older Go
+    matches it and never falls back: the pod gets both, and either node can pull."""
+    ring = [
+        ("hub", config_json({"auths": {"https://index.docker.io/v1/": {}}}).keys),
+        ("glob", config_json({"auths": {"docke[r].io": {}}}).keys),
+    ]
+    assert keyring_lookup(ring, "docker.io/library/nginx") == KeyringMatch(
+        ("hub", "glob"), via_default_registry=False
+    )
+    only_hub = [ring[0]]
+    assert keyring_lookup(only_hub, "docker.io/library/nginx") == KeyringMatch(
+        ("hub",), via_default_registry=True
+    )
+
+
+def test_current_gos_answer_comes_first_then_what_only_the_older_adds() -> None:
+    """Current Go: only `*.example.com` (b). Older Go: both, `reg[...` first (reverse byte
+    order). The order is only what explain and the log show: the patch sorts by name."""
+    ring = [
+        ("a", config_json({"auths": {"reg[0-9].example.com": {}}}).keys),
+        ("b", config_json({"auths": {"*.example.com": {}}}).keys),
+    ]
+    assert keyring_lookup(ring, "reg1.example.com/x").secrets == ("b", "a")
 
 
 def test_locations_with_the_same_key_are_one_key() -> None:
