@@ -40,12 +40,22 @@ class Requirement:
             return not present or labels[self.key] not in self.values
         if not present:
             return False
-        try:
-            have = int(labels[self.key])
-        except ValueError:
+        have = _parse_int64(labels[self.key])  # Matches: ParseInt, false on error
+        if have is None:
             return False
         want = int(self.values[0])
         return have > want if self.operator == "gt" else have < want
+
+
+_INT64_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
+
+
+def _parse_int64(text: str) -> int | None:
+    """Go's strconv.ParseInt(text, 10, 64): ASCII digits, an optional sign, in int64."""
+    if not _INT64_RE.fullmatch(text):
+        return None
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +135,12 @@ class _Parser:
         if op in ("in", "notin"):
             return Requirement(key, op, self.value_set(op))
         if op in (">", "<"):
+            # NewRequirement: the value must parse as an int64 and be a valid label value
+            # (so no sign: ``a>-1`` is refused, as the API server refuses it)
             num = self.take()
-            if not re.fullmatch(r"-?\d+", num):
+            if _parse_int64(num) is None:
                 raise SelectorError(f"{op!r} needs an integer in {self.text!r}")
-            return Requirement(key, "gt" if op == ">" else "lt", (num,))
+            return Requirement(key, "gt" if op == ">" else "lt", (_check_value(num),))
         raise SelectorError(f"unexpected {op!r} after key {key!r} in {self.text!r}")
 
     def value_set(self, op: str) -> tuple[str, ...]:
@@ -138,7 +150,7 @@ class _Parser:
         while True:
             tok = self.take()
             if tok == ")" and not values:
-                raise SelectorError(f"{op!r} needs at least one value in {self.text!r}")
+                return ("",)  # parseValues: "()" is the set of the empty value
             if tok in (",", ")"):
                 values.append("")
             else:
