@@ -133,7 +133,17 @@ class WritableCluster(Cluster):
                 "Forbidden",
                 f'{resource} "{name}" is forbidden: unable to create new content in namespace '
                 f"{namespace} because it is being terminated",
-                details={"name": name, "kind": resource},
+                details={
+                    "name": name,
+                    "kind": resource,
+                    "causes": [  # as v1.28.7 sends it (StatusCause.Type is "reason")
+                        {
+                            "reason": "NamespaceTerminating",
+                            "message": f"namespace {namespace} is being terminated",
+                            "field": "metadata.namespace",
+                        }
+                    ],
+                },
             )
 
     def create_object(

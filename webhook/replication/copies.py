@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
 from kubernetes.client.exceptions import ApiException
 
 from webhook.cluster.apiclient import CONFLICT, NOT_FOUND, RawApi, Timeout, secrets_path
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 _FORBIDDEN = 403
 _INVALID = 422
+_NAMESPACE_TERMINATING = "NamespaceTerminating"  # v1.NamespaceTerminatingCause
 
 
 class Request(Protocol):
@@ -50,6 +52,23 @@ class Request(Protocol):
         body: Any = None,
         content_type: str = "application/json",
     ) -> dict[str, Any]: ...
+
+
+def namespace_terminating(exc: ApiException) -> bool:
+    """apierrors.HasStatusCause(err, v1.NamespaceTerminatingCause): the 403 the namespace
+    lifecycle admission gives a create in a namespace being deleted (a cause's type is
+    serialised as ``reason``), as kube-controller-manager's controllers tell it apart."""
+    if exc.status != _FORBIDDEN:
+        return False
+    try:
+        body = orjson.loads(exc.body or b"{}")
+    except orjson.JSONDecodeError:
+        return False
+    details = body.get("details") if isinstance(body, dict) else None
+    causes = details.get("causes") if isinstance(details, dict) else None
+    return isinstance(causes, list) and any(
+        isinstance(c, dict) and c.get("reason") == _NAMESPACE_TERMINATING for c in causes
+    )
 
 
 class RetryError(Exception):
@@ -87,10 +106,12 @@ class SourceReader:
             return dict(self._hashes)
 
     def keep_only(self, refs: set[SourceRef]) -> set[SourceRef]:
-        """Forget sources that are gone; the refs whose hash is known."""
+        """Forget sources that are gone (hash and uid); the refs whose hash is known."""
         with self._lock:
             for ref in [r for r in self._hashes if r not in refs]:
                 del self._hashes[ref]
+            for ref in [r for r in self._uids if r not in refs]:
+                del self._uids[ref]
             return set(self._hashes)
 
     def uid(self, ref: SourceRef) -> str | None:
@@ -121,11 +142,11 @@ class CopyWriter:
             self._expectations.observed(ns, name)
             if not isinstance(exc, ApiException):
                 raise
-            if exc.status in (_FORBIDDEN, NOT_FOUND):  # namespace terminating or gone
+            if exc.status == NOT_FOUND or namespace_terminating(exc):
                 log.info(
                     "namespace gone or terminating", extra={"namespace": ns, "status": exc.status}
                 )
-                return "gone"
+                return "gone"  # any other 403 (a quota, RBAC, a policy webhook) is an error
             if exc.status != CONFLICT:
                 raise
             return self.after_conflict(request, ns, name, ref)

@@ -204,7 +204,10 @@ class Reconciler:
             self._queue.add_rate_limited(namespace_key(ns))
         if source_errors:
             self._queue.add_rate_limited(EVERYTHING)
-        else:
+        elif work.full:  # every source was read: what a full pass retries has succeeded.
+            # Not after a partial pass: it reads only the sources it needs, so its success
+            # says nothing of a read that keeps failing (client-go's workqueue forgets an
+            # item only when that item was processed).
             self._queue.forget(EVERYTHING)
         self._parts.expectations.expire()
         if scope is None:
