@@ -137,6 +137,7 @@ class LeaderElector:
         self._step_lock = threading.Lock()
         self._observed: _Record | None = None
         self._observed_at = 0.0  # monotonic time the observed record last changed
+        self._deadline: float | None = None  # a leader's renew deadline (monotonic)
         self._path = leases_path(namespace)
 
     @property
@@ -173,6 +174,11 @@ class LeaderElector:
         t = self.timings
         last_renew = 0.0
         while not self._stop.is_set():
+            # A leader's round ends by its renew deadline, whatever the API server does
+            # (client-go runs each renew under context.WithTimeout(RenewDeadline)): its
+            # requests get only the time left, so that it steps down before the Lease can
+            # be taken over (lease_duration after its last renewal).
+            self._deadline = last_renew + t.renew_deadline if self._leading else None
             ok = self._try_acquire_or_renew()
             now = time.monotonic()
             if ok:
@@ -228,8 +234,16 @@ class LeaderElector:
 
     # ---- one round: client-go's tryAcquireOrRenew ----------------------------------------
     def _timeout(self) -> tuple[float, float]:
+        """(connect, read) of one Lease request; a leader's fit in what is left of its
+        renew deadline (raises TimeoutError when nothing is left)."""
         t = self.timings.retry_period
-        return (t, max(t, self.timings.renew_deadline / 2))
+        connect, read = t, max(t, self.timings.renew_deadline / 2)
+        if self._deadline is None:
+            return connect, read
+        left = self._deadline - time.monotonic()
+        if left <= 0.01:
+            raise TimeoutError("renew deadline passed")
+        return min(connect, left / 2), min(read, left / 2)
 
     def _try_acquire_or_renew(self) -> bool:
         now = micro_time()
@@ -312,6 +326,7 @@ class LeaderElector:
 
     def _release(self) -> None:
         """Give the Lease up: empty holder and a one-second duration (client-go's release)."""
+        self._deadline = None  # not leading any more: the usual timeouts
         now = micro_time()
         try:
             lease = self._api.request("GET", f"{self._path}/{self.name}", timeout=self._timeout())
