@@ -53,6 +53,7 @@ CASES: dict[str, list[str]] = {
         "config.secretSelector=pullsecret-injector.io/inject=true",
         "config.privateRegistries={registry.example.com,*.dkr.ecr.eu-west-1.amazonaws.com}",
         "replication.sourceNamespaces={registries,tools}",
+        "recovery.mode=event",  # evict is refused with selectors (validate.yaml)
     ],
     "monitoring-and-network": [
         "metrics.serviceMonitor.enabled=true",
@@ -574,7 +575,7 @@ def test_recovery_flags_follow_the_values(rendered: tuple[str, list[dict[str, An
         ]
     elif case == "selectors":
         assert flags == [
-            "--recovery-mode=evict",
+            "--recovery-mode=event",
             "--recovery-evictions-per-minute=10",
             "--recovery-exclude-namespace=monitoring",
             "--recovery-exclude-namespace=istio-system",
@@ -640,24 +641,41 @@ def test_network_policy_opens_the_webhook_port_and_restricts_the_rest(helm: Helm
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
     webhook_rule, metrics_rule = policy["spec"]["ingress"]
     assert webhook_rule == {"ports": [{"port": "https", "protocol": "TCP"}]}  # any source
+    test_pod = {  # `helm test` calls /mutate and /readyz: let in wherever a rule narrows
+        "podSelector": {
+            "matchLabels": {
+                "app.kubernetes.io/name": "pullsecret-injector",
+                "app.kubernetes.io/instance": RELEASE,
+                "app.kubernetes.io/component": "test",
+            }
+        }
+    }
     assert metrics_rule["from"] == [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+        test_pod,
     ]
+    test_labels = find(docs, "Pod")["metadata"]["labels"]
+    assert test_pod["podSelector"]["matchLabels"].items() <= test_labels.items()
+    narrowed = find(
+        helm.render(
+            "networkPolicy.enabled=true", "networkPolicy.webhookFrom[0].ipBlock.cidr=10.0.0.0/8"
+        ),
+        "NetworkPolicy",
+    )
+    assert narrowed["spec"]["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/8"}}, test_pod]
     dns, api = policy["spec"]["egress"]
     assert {p["port"] for p in dns["ports"]} == {53}
     assert api == {"ports": [{"port": 6443}]}
 
 
-def test_helm_test_pod_is_a_cleaned_up_hook(helm: Helm) -> None:
+def test_helm_test_pod_is_a_hook_replaced_by_the_next_run(helm: Helm) -> None:
+    """Not deleted when it ends: Helm 3 reads its logs for `helm test --logs` afterwards
+    (helm/helm#9098), as Kyverno's chart keeps its test pods."""
     docs = helm.render()
     pod = find(docs, "Pod")
     annotations = pod["metadata"]["annotations"]
     assert annotations["helm.sh/hook"] == "test"
-    assert set(annotations["helm.sh/hook-delete-policy"].split(",")) == {
-        "before-hook-creation",
-        "hook-succeeded",
-        "hook-failed",
-    }
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation"
     assert pod["spec"]["restartPolicy"] == "Never"
     env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
     assert env["PSI_HOST"] == f"{FULLNAME}.{NAMESPACE}.svc"
@@ -665,7 +683,7 @@ def test_helm_test_pod_is_a_cleaned_up_hook(helm: Helm) -> None:
 
 
 def test_only_hooks_are_tests(helm: Helm) -> None:
-    """Uninstall removes every release resource; the only hook is the self-deleting test."""
+    """Uninstall removes every release resource; the only hook is the test pod."""
     for case in CASES:
         for doc in _render(helm, case):
             hook = doc["metadata"].get("annotations", {}).get("helm.sh/hook")
@@ -687,3 +705,33 @@ def test_supported_kubernetes_versions(helm: Helm) -> None:
     too_old = helm.template(extra=["--kube-version", "1.24.9"])
     assert too_old.returncode != 0
     assert "kubeVersion" in too_old.stderr or ">=1.25.0-0" in too_old.stderr
+
+
+LONG_NAME = "a" * 63  # fullnameOverride at the 63-character limit
+
+
+def test_the_ca_common_name_fits_x509_and_cert_manager_with_the_longest_name(
+    helm: Helm,
+) -> None:
+    """cert-manager refuses a commonName over 64 characters (and X.509 bounds it there)."""
+    issuers = [
+        d
+        for d in helm.render(f"fullnameOverride={LONG_NAME}", "certificates.mode=certManager")
+        if d["kind"] == "Certificate"
+    ]
+    assert issuers and all(len(d["spec"].get("commonName", "")) <= 64 for d in issuers)
+    bundle = find(helm.render(f"fullnameOverride={LONG_NAME}"), "MutatingWebhookConfiguration")[
+        "webhooks"
+    ][0]["clientConfig"]["caBundle"]
+    ca = x509.load_pem_x509_certificate(base64.b64decode(bundle))
+    (cn,) = ca.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)
+    assert len(str(cn.value)) <= 64 and str(cn.value).endswith("-ca")
+
+
+def test_host_network_replaces_one_replica_at_a_time(helm: Helm) -> None:
+    """A surge pod needs free host ports on a node of its own; a cluster with a replica on
+    every node has none, and the rollout would hang."""
+    strategy = find(helm.render("hostNetwork=true"), "Deployment")["spec"]["strategy"]
+    assert strategy["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    default = find(helm.render(), "Deployment")["spec"]["strategy"]
+    assert default["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}

@@ -235,6 +235,22 @@ VALIDATE_FAILS = {
         ["tuning.replication.admissionTimeoutSeconds=2"],  # 1 + 2 + 0.5 against 3
         "Lower the two waits or raise webhook.timeoutSeconds",
     ),
+    "recovery evicting pods the API server never sends to the webhook": (
+        ["webhook.objectSelector.matchLabels.team=a"],
+        "Set recovery.mode=event (report only) or off, or drop the selectors",
+    ),
+    "recovery with a namespace selector": (
+        ["webhook.namespaceSelector.matchLabels.team=a"],
+        "Set recovery.mode=event (report only) or off, or drop the selectors",
+    ),
+    "a PDB allowing no eviction (maxUnavailable 0)": (
+        ["podDisruptionBudget.minAvailable=null", "podDisruptionBudget.maxUnavailable=0"],
+        "Set maxUnavailable to 1 or more, or disable the PodDisruptionBudget",
+    ),
+    "a PDB allowing no eviction (minAvailable 100%)": (
+        ["podDisruptionBudget.minAvailable=100%"],
+        "Lower minAvailable (e.g. 50%), or disable the PodDisruptionBudget",
+    ),
     "a PrometheusRule without a rule": (
         [PROM_RULE, *(f"metrics.prometheusRule.alerts.{a}.enabled=false" for a in ALERT_KEYS)],
         "Enable an alert, or set metrics.prometheusRule.enabled=false",
@@ -265,6 +281,10 @@ def test_the_fixes_the_messages_suggest_do_render(helm: Helm) -> None:
         ["replication.enabled=false"],
         ["tuning.replication.admissionTimeoutSeconds=2", "webhook.timeoutSeconds=4"],
         ["tuning.replication.admissionTimeoutSeconds=2", "replication.enabled=false"],
+        ["webhook.objectSelector.matchLabels.team=a", "recovery.mode=event"],
+        ["webhook.namespaceSelector.matchLabels.team=a", "recovery.mode=off"],
+        ["podDisruptionBudget.minAvailable=null", "podDisruptionBudget.maxUnavailable=1"],
+        ["podDisruptionBudget.minAvailable=50%"],
         ["certificates.selfSigned.validityDays=3650"],
         [f"metrics.prometheusRule.alerts.{a}.enabled=false" for a in ALERT_KEYS],
     ):

@@ -18,7 +18,13 @@ images of the stuck containers*. Rules, in order (the first that applies wins):
   namespaces (the webhook's own exclusions: a replacement there would not be injected),
   or labelled ``pullsecret-injector.io/inject=disabled`` -> skip;
 - pod annotated ``pullsecret-injector.io/inject: "false"`` -> skip;
-- any container (init, regular) ready -> skip: a pod serving traffic is never touched;
+- a static pod's mirror (annotation ``kubernetes.io/config.mirror``) -> skip: its kubelet
+  runs it from a manifest file, API secrets never reach it, and deleting the mirror only
+  makes the kubelet create it again (``kubectl drain`` skips mirror pods for the same
+  reason);
+- any regular container ready -> skip: a pod serving traffic is never touched (init
+  containers do not count: the kubelet reports one that finished as ready, and a pod
+  whose app container cannot pull serves nothing);
 - handled already (its uid) -> skip: each pod is acted on once;
 - no secret of its namespace serves a stuck image, or every one that does is named by
   the pod already -> skip ("nothing to add" / "already named": not our problem);
@@ -26,8 +32,10 @@ images of the stuck containers*. Rules, in order (the first that applies wins):
   backoff holds this pod (a replacement created after our last eviction of that owner,
   before the backoff expires) -> skip;
 - owned by a controller and mode ``evict`` -> EVICT (the controller recreates the pod,
-  admission injects the secret);
-- otherwise (a bare pod, or mode ``event``) -> EVENT (a bare pod is never deleted).
+  admission injects the secret), except a Job's pod;
+- otherwise (a bare pod, a Job's pod, or mode ``event``) -> EVENT (a bare pod is never
+  deleted; the Job controller counts a deleted pod as a failed attempt, so an eviction
+  would spend the Job's ``backoffLimit`` and may fail it: job_controller.go isPodFailed).
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ from webhook.core.injection import OPT_OUT_ANNOTATION, Decider
 from webhook.core.model import RegistrySecret
 
 PULL_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff"})
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"  # what the kubelet sets on a static pod's
+NOT_EVICTED_OWNERS = frozenset({"Job"})  # an eviction counts as a failed attempt
 INJECT_LABEL = "pullsecret-injector.io/inject"
 INJECT_DISABLED = "disabled"
 ALWAYS_EXCLUDED = frozenset({"kube-system"})
@@ -62,6 +72,7 @@ class SkipReason(StrEnum):
     TERMINATING = "terminating"
     NAMESPACE_EXCLUDED = "namespace_excluded"
     OPTED_OUT = "opted_out"
+    STATIC = "static_pod"
     READY = "ready"
     HANDLED = "handled"
     NOTHING_TO_ADD = "nothing_to_add"
@@ -103,6 +114,7 @@ class PodInfo:
     owner: Owner | None
     opted_out: bool  # annotation pullsecret-injector.io/inject: "false"
     terminating: bool
+    mirror: bool  # a static pod's mirror (annotation kubernetes.io/config.mirror)
     pull_secrets: tuple[str, ...]
     containers: tuple[Container, ...]
 
@@ -117,7 +129,9 @@ class PodInfo:
 
     @property
     def any_ready(self) -> bool:
-        return any(c.ready for c in self.containers)
+        """A regular container is ready (an init container that finished is reported
+        ready by the kubelet: prober_manager.go UpdatePodStatus)."""
+        return any(c.ready for c in self.containers if c.field == "containers")
 
 
 Intern = Callable[[str], str]
@@ -214,6 +228,7 @@ def pod_info(obj: Mapping[str, Any], intern: Intern = _same) -> PodInfo | None:
         owner=_controller(meta, intern),
         opted_out=opted_out,
         terminating=meta.get("deletionTimestamp") is not None,
+        mirror=isinstance(annotations, Mapping) and MIRROR_ANNOTATION in annotations,
         pull_secrets=pull_secrets,
         containers=tuple(containers),
     )
@@ -361,6 +376,9 @@ def plan(
         if pod.opted_out:
             skip(SkipReason.OPTED_OUT)
             continue
+        if pod.mirror:
+            skip(SkipReason.STATIC)
+            continue
         if pod.any_ready:
             skip(SkipReason.READY)
             continue
@@ -377,11 +395,16 @@ def plan(
             skip(SkipReason.OWNER_BACKOFF)
             continue
         lacks = f"lacks {', '.join(add)} for {', '.join(images)}"
-        if owner is not None and config.mode is Mode.EVICT:
+        if owner is not None and owner.kind in NOT_EVICTED_OWNERS:
+            why = f"evicting a {owner.kind}'s pod would count as a failed attempt"
+        elif owner is not None and config.mode is Mode.EVICT:
             actions.append(
                 Action(pod, ActionKind.EVICT, add, images, f"{lacks}; {owner.kind} recreates it")
             )
+            continue
+        elif owner is None:
+            why = "a bare pod is never deleted"
         else:
-            why = "a bare pod is never deleted" if owner is None else "recovery mode is event"
-            actions.append(Action(pod, ActionKind.EVENT, add, images, f"{lacks}; {why}"))
+            why = "recovery mode is event"
+        actions.append(Action(pod, ActionKind.EVENT, add, images, f"{lacks}; {why}"))
     return Plan(tuple(actions), tuple(skipped), stuck_count)

@@ -7,7 +7,8 @@ says what the controller (``replication/recovery.py``) should remember of it:
   a replacement that took the name is never evicted in its place. The Eviction API
   honours PodDisruptionBudgets (429: looked at again later); 404/409 mean the pod is gone
   or replaced (done). Every eviction is recorded as an Event ``PullSecretRecovery``.
-- EVENT: a Warning Event ``MissingPullSecret`` on the pod (a bare pod, or mode event).
+- EVENT: a Warning Event ``MissingPullSecret`` on the pod (a bare pod, a Job's pod, or
+  mode event).
 
 Two token buckets (``cluster/workqueue.py``): a cluster-wide one for evictions
 (``evictions_per_minute``, a minute's worth at once) and one for Events. A pod that finds
@@ -34,7 +35,7 @@ from webhook.cluster.apiclient import (
     pod_path,
 )
 from webhook.cluster.workqueue import TokenBucket
-from webhook.core.recovery import Action, ActionKind
+from webhook.core.recovery import NOT_EVICTED_OWNERS, Action, ActionKind
 from webhook.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -154,12 +155,18 @@ class RecoveryActions:
 
     def _warn(self, action: Action) -> Outcome:
         pod = action.pod
-        why = (
-            "A bare pod is never deleted: delete and recreate it to get the secret."
-            if pod.owner is None
-            else "recovery.mode is event: delete the pod and its "
-            f"{pod.owner.kind} recreates it with the secret."
-        )
+        if pod.owner is None:
+            why = "A bare pod is never deleted: delete and recreate it to get the secret."
+        elif pod.owner.kind in NOT_EVICTED_OWNERS:
+            why = (
+                f"Not evicted: its {pod.owner.kind} would count that as a failed attempt; "
+                "delete the pod if an attempt may be spent, or run the Job again."
+            )
+        else:
+            why = (
+                f"recovery.mode is event: delete the pod and its {pod.owner.kind} "
+                "recreates it with the secret."
+            )
         message = (
             f"Image {', '.join(action.images)} cannot be pulled; registry secret "
             f"{', '.join(action.secrets)} in this namespace can pull it, but this pod does "

@@ -130,7 +130,7 @@ caBundle (PEM: the CA, plus the previous CA while a CA rotation is under way).
 {{- $previousCa = index $caData "tls.crt" | b64dec }}
 {{- end }}
 {{- $caKey := genPrivateKey $cfg.keyType }}
-{{- $ca = genCAWithKey (printf "%s-ca" $fullname) (int $cfg.caValidityDays) $caKey }}
+{{- $ca = genCAWithKey (printf "%s-ca" ($fullname | trunc 60 | trimSuffix "-")) (int $cfg.caValidityDays) $caKey }}
 {{- $caNotAfter = add $now (mul $cfg.caValidityDays 86400) }}
 {{- end }}
 
@@ -164,4 +164,13 @@ caBundle (PEM: the CA, plus the previous CA while a CA rotation is under way).
 {{- $_ := set $out "dnsNames" $dnsKey }}
 {{- $_ := set $out "caBundle" (printf "%s\n" $bundle) }}
 {{- toJson $out }}
+{{- end }}
+
+{{/* The `helm test` pod as a NetworkPolicy peer: it calls /mutate and /readyz. */}}
+{{- define "psi.testPodPeer" -}}
+- podSelector:
+    matchLabels:
+      app.kubernetes.io/name: {{ include "psi.name" . }}
+      app.kubernetes.io/instance: {{ .Release.Name }}
+      app.kubernetes.io/component: test
 {{- end }}

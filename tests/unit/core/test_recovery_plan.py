@@ -63,6 +63,7 @@ def pod(
     terminating: bool = False,
     created: str = CREATED,
     controller: bool = True,
+    init_ready: bool = False,  # the kubelet reports an init container that finished as ready
 ) -> dict[str, Any]:
     """A Pod object as the API server sends it (status included)."""
     meta: dict[str, Any] = {
@@ -98,7 +99,7 @@ def pod(
             for i, c in enumerate(containers)
         ],
         "initContainerStatuses": [
-            status_of(c["name"], init[i][1], False) for i, c in enumerate(inits)
+            status_of(c["name"], init[i][1], init_ready) for i, c in enumerate(inits)
         ],
     }
     spec: dict[str, Any] = {"containers": containers}
@@ -166,9 +167,24 @@ CASES = [
         expect={"web-1": EVENT},
     ),
     Case(
-        "StatefulSet, DaemonSet and Job pods are evicted like ReplicaSet pods",
-        [pod("s", owner="StatefulSet"), pod("d", owner="DaemonSet"), pod("j", owner="Job")],
-        expect={"s": EVICT, "d": EVICT, "j": EVICT},
+        "StatefulSet and DaemonSet pods are evicted like ReplicaSet pods",
+        [pod("s", owner="StatefulSet"), pod("d", owner="DaemonSet")],
+        expect={"s": EVICT, "d": EVICT},
+    ),
+    Case(
+        "a Job's pod gets an Event: the Job controller counts an evicted pod as a failure",
+        [pod("j", owner="Job")],
+        expect={"j": EVENT},
+    ),
+    Case(
+        "a static pod's mirror is left alone: API secrets never reach a static pod",
+        [pod(owner="Node", annotations={"kubernetes.io/config.mirror": "0123abcd"})],
+        expect={"web-1": "static_pod"},
+    ),
+    Case(
+        "an init container that finished (reported ready) does not protect the pod",
+        [pod(init=(("busybox", None),), init_ready=True)],
+        expect={"web-1": EVICT},
     ),
     Case(
         "mode event: owned pods get an Event too",
