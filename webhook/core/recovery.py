@@ -264,11 +264,17 @@ class Config:
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """One owner's backoff: pods it created at or after `since` wait until `until`."""
+    """One owner's backoff: pods it created at or after `since` wait until `until`.
 
-    since: float  # when we last evicted one of its pods (epoch seconds)
+    Evictions of an owner come in waves. The first eviction once its backoff is over
+    opens one (`since`); the replacements created from then on are held until `until`,
+    while the siblings stuck since before it are evicted in the same wave, which leaves it
+    as it is (the cluster-wide rate limit may spread a wave over minutes).
+    """
+
+    since: float  # when the current wave began (epoch seconds)
     until: float  # epoch seconds
-    failures: int  # evictions whose replacement came back stuck, plus one
+    failures: int  # waves opened by a replacement that came back stuck, plus one
 
     def holds(self, pod: PodInfo, now: float) -> bool:
         # creationTimestamp has whole seconds: a pod created in the second of the eviction
@@ -281,9 +287,12 @@ def next_backoff(
 ) -> Backoff:
     """The owner's backoff after evicting `pod` at `now`.
 
-    Evicting a replacement of an earlier eviction (created after it) doubles the delay, up
-    to `cap`; evicting a pod that was already there (a sibling stuck since before) keeps it.
+    Within a wave (the backoff still running: `pod` was not held, so it is a sibling from
+    before the wave) nothing changes. Otherwise a new wave begins; begun by a replacement
+    of the previous wave (created after it began) it doubles the delay, up to `cap`.
     """
+    if previous is not None and now < previous.until:
+        return previous
     failures = 1
     if previous is not None:
         replacement = pod.created >= int(previous.since)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -472,9 +472,42 @@ def test_backoff_doubles_for_replacements_and_is_capped() -> None:
 
 def test_backoff_does_not_grow_for_siblings_evicted_in_one_wave() -> None:
     first = next_backoff(None, _info(CREATED), T0, base=60, cap=300)
-    sibling = next_backoff(first, _info(CREATED), T0 + 1, base=60, cap=300)
-    assert sibling.failures == 1
-    assert sibling.since == T0 + 1
+    sibling = next_backoff(first, _info(CREATED), T0 + 50, base=60, cap=300)
+    assert sibling == first  # the wave and what it holds stay as they were
+
+
+def test_a_wave_spread_by_the_rate_limit_still_doubles_the_backoff() -> None:
+    """20 replicas whose replacements keep coming back stuck (admission down), evicted at
+    the default rate (10 a minute, burst 10): each wave after a replacement doubles the
+    owner's delay up to the cap, however the rate limit spreads the evictions of a wave
+    (a moving `since` once made every replacement look like a sibling: 3,600 evictions in
+    6 hours, the whole cluster's budget)."""
+    from webhook.cluster.workqueue import TokenBucket  # noqa: PLC0415
+
+    clock = [T0]
+    bucket = TokenBucket(10 / 60, 10, clock=lambda: clock[0])
+    pods = [_info(CREATED) for _ in range(20)]
+    pods = [replace(p, name=f"web-{i}", uid=f"uid-{i}") for i, p in enumerate(pods)]
+    store = {"team-a": {s.name: s for s in SECRETS["team-a"]}}
+    backoff: dict[str, Backoff] = {}
+    evictions = 0
+    while clock[0] < T0 + 6 * 3600:
+        result = plan(
+            pods, lambda ns: store.get(ns, {}), LABELS.get, Config(Mode.EVICT, REL),
+            Decider(Policy()), backoff=dict(backoff), now=clock[0],
+        )  # fmt: skip
+        for action in result.of(ActionKind.EVICT):
+            if bucket.try_acquire() > 0:
+                continue  # no token: looked at again later
+            evictions += 1
+            backoff["rs-uid"] = next_backoff(backoff.get("rs-uid"), action.pod, clock[0], 60, 3600)
+            replaced = replace(
+                action.pod, uid=f"{action.pod.uid}+", created=float(int(clock[0]) + 1)
+            )
+            pods = [replaced if p.name == action.pod.name else p for p in pods]
+        clock[0] += 5.0
+    assert backoff["rs-uid"].failures >= 7  # 1, 2, 4 ... 64 minutes: capped at the hour
+    assert evictions <= 20 * 12  # a wave of 20 at most every hour once capped
 
 
 # ---- the controller's rate limit (pure given a clock) ---------------------------------------
