@@ -168,3 +168,91 @@ def test_a_pod_with_a_ready_container_is_left_alone(webhook: Any) -> None:
     (still,) = pods_of(webhook, ns, "half")
     assert still["metadata"]["uid"] == pod["metadata"]["uid"]
     assert not events(webhook, ns, pod["metadata"]["name"], EVICTED)
+
+
+def _repository(image: str) -> str:
+    """`host/path` of an image reference (tag and digest cut)."""
+    name = image.split("@", 1)[0]
+    return name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
+
+
+def test_a_pod_whose_init_container_finished_is_recovered(webhook: Any) -> None:
+    """The kubelet reports an init container that exited 0 as ready; the pod, its app
+    container stuck, serves nothing and is recovered like any other (it used to be
+    skipped as "ready" for ever). The init container runs the webhook's own image, served
+    by a secret for that repository only; the app's image needs a registry-wide one."""
+    ns = namespace(webhook, "recover-init")
+    reg = webhook.registry
+    (release,) = webhook.kubectl.items(
+        "deployments",
+        webhook.release_namespace,
+        "-l",
+        f"app.kubernetes.io/instance={webhook.release}",
+    )
+    tool = release["spec"]["template"]["spec"]["containers"][0]["image"]
+    webhook.kubectl.apply(
+        e2e.registry_secret(
+            ns, "tool-only", _repository(tool), user=reg.user, password=reg.password
+        )
+    )
+    deployment = e2e.deployment(ns, "initdone", reg.image, replicas=1)
+    deployment["spec"]["template"]["spec"]["initContainers"] = [
+        {"name": "init", "image": tool, "command": ["pullsecret-injector", "--help"]}
+    ]
+    webhook.kubectl.apply(deployment)
+
+    def init_done_app_stuck() -> dict[str, Any] | None:
+        for p in pods_of(webhook, ns, "initdone"):
+            inits = (p.get("status") or {}).get("initContainerStatuses") or []
+            done = inits and all(
+                ((s.get("state") or {}).get("terminated") or {}).get("exitCode") == 0 for s in inits
+            )
+            if done and stuck(p):
+                return p
+        return None
+
+    before = e2e.wait_for(init_done_app_stuck, "init done, app stuck", timeout=STUCK_TIMEOUT)
+    webhook.kubectl.apply(e2e.real_secret(webhook, ns, "private-reg"))
+
+    def replaced_and_running() -> dict[str, Any] | None:
+        pods = pods_of(webhook, ns, "initdone")
+        fresh = [p for p in pods if p["metadata"]["uid"] != before["metadata"]["uid"]]
+        running = [p for p in fresh if e2e.waiting_reason(p)[0] == "Running"]
+        return running[0] if running and len(pods) == 1 else None
+
+    fresh = e2e.wait_for(replaced_and_running, "the replacement Running", timeout=RECOVERY_BUDGET)
+    assert "private-reg" in e2e.pull_secrets(fresh)
+    (event,) = events(webhook, ns, before["metadata"]["name"], EVICTED)
+    assert "private-reg" in event["message"]
+
+
+def test_a_stuck_job_pod_gets_an_event_and_its_job_keeps_the_attempt(webhook: Any) -> None:
+    """The Job controller counts a deleted pod as a failed attempt: an eviction would fail
+    a Job with backoffLimit 0. Its pod is reported (Event), never evicted."""
+    ns = namespace(webhook, "recover-job")
+    spec = {**e2e.pod_spec(webhook.registry.image, always=True), "restartPolicy": "Never"}
+    webhook.kubectl.apply(
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "once", "namespace": ns},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {"metadata": {"labels": {"app": "once"}}, "spec": spec},
+            },
+        }
+    )
+    (pod,) = e2e.wait_for(
+        lambda: [p for p in pods_of(webhook, ns, "once") if stuck(p)] or None,
+        "the Job's pod stuck",
+        timeout=STUCK_TIMEOUT,
+    )
+    webhook.kubectl.apply(e2e.real_secret(webhook, ns, "private-reg"))
+    name = pod["metadata"]["name"]
+    (event,) = e2e.wait_for(lambda: events(webhook, ns, name, MISSING), "the Event")
+    assert "failed attempt" in event["message"] and "private-reg" in event["message"]
+    assert not events(webhook, ns, name, EVICTED)
+    job = webhook.kubectl.get("job", "once", ns)
+    assert job is not None and not (job.get("status") or {}).get("failed")
+    (still,) = pods_of(webhook, ns, "once")
+    assert still["metadata"]["uid"] == pod["metadata"]["uid"]
