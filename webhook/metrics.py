@@ -10,11 +10,47 @@ A leaf module: it imports nothing of ours, so every layer that counts may import
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from importlib.metadata import PackageNotFoundError, version
+from itertools import product
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+# Every value a labelled counter can take, created at 0 when the process starts: a series
+# that first appears at 1 hides that first event from rate() and increase() (Prometheus,
+# "Instrumentation": avoid missing metrics), and the FailingOpen alert is a rate.
+OUTCOMES = ("patched", "unchanged", "skipped", "bad_request", "error")
+HTTP_REJECTIONS = (
+    "header_too_large", "request_line_too_large", "header_timeout", "body_timeout",
+    "too_many_connections", "shutdown", "malformed",
+)  # fmt: skip
+COPY_ACTIONS = ("create", "update", "recreate", "delete")
+COPY_RESULTS = ("ok", "conflict", "clash", "gone", "error")
+ADMISSION_COPY_RESULTS = ("created", "exists", "dry_run", "clash", "error", "timeout")
+RECOVERY_RESULTS = {"evict": ("ok", "pdb_blocked", "gone", "error"), "event": ("ok", "error")}
+
+
+def _at_zero(counter: Counter, *label_values: tuple[str, ...]) -> Counter:
+    for values in label_values:
+        counter.labels(*values)
+    return counter
+
+
+def _version() -> str:
+    try:
+        return version("pullsecret-injector")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 class StoreView(Protocol):
@@ -73,17 +109,49 @@ class Metrics:
         r = self.registry
         if store is not None:
             r.register(StoreCollector(store))
-        self.requests = Counter(
-            "pullsecret_injector_admission_requests",
-            "AdmissionReview requests by outcome "
-            "(patched, unchanged, skipped, bad_request, error).",
-            ["outcome"],
+        if registry is None:  # the process's own: memory, CPU, start time, GC, Python
+            for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+                r.register(collector)
+        Gauge(
+            "pullsecret_injector_build_info",
+            "Always 1; the running version as a label.",
+            ["version"],
             registry=r,
+        ).labels(_version()).set(1)
+        self.requests = _at_zero(
+            Counter(
+                "pullsecret_injector_admission_requests",
+                "AdmissionReview requests by outcome (patched, unchanged, skipped, "
+                "bad_request, error): every request POST /mutate answers, once (a client "
+                "gone before its body: client_disconnects_total).",
+                ["outcome"],
+                registry=r,
+            ),
+            *((o,) for o in OUTCOMES),
         )
         self.latency = Histogram(
             "pullsecret_injector_admission_duration_seconds",
-            "Time to decide one AdmissionReview, from body read to response.",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            "Time to answer one request to POST /mutate, from its first byte handled to the "
+            "answer ready (errors included).",
+            # up to and past the API server's timeoutSeconds (3 by default, at most 30)
+            buckets=(
+                0.0005,
+                0.001,
+                0.0025,
+                0.005,
+                0.01,
+                0.025,
+                0.05,
+                0.1,
+                0.25,
+                0.5,
+                1.0,
+                2.5,
+                3.0,
+                5.0,
+                10.0,
+                30.0,
+            ),
             registry=r,
         )
         self.injected = Counter(
@@ -93,8 +161,7 @@ class Metrics:
         )
         self.warnings = Counter(
             "pullsecret_injector_admission_warnings",
-            "Warnings returned to API clients, by kind.",
-            ["kind"],
+            "Warnings the decisions gave API clients (before the response's cap of ten).",
             registry=r,
         )
         self.watch_restarts = Counter(
@@ -103,18 +170,25 @@ class Metrics:
             ["resource", "reason"],
             registry=r,
         )
-        self.live_reads = Counter(
-            "pullsecret_injector_live_reads",
-            "Live reads of a namespace the store had never seen, by result (ok, error, timeout).",
-            ["result"],
-            registry=r,
-        )
-        self.cert_reloads = Counter(
-            "pullsecret_injector_certificate_reloads",
-            "Serving certificate reloads from disk, by result (ok, error).",
-            ["result"],
-            registry=r,
-        )
+        self.live_reads = _at_zero(
+            Counter(
+                "pullsecret_injector_live_reads",
+                "Live reads of a namespace the store had never seen, by result (ok, error, "
+                "timeout).",
+                ["result"],
+                registry=r,
+            ),
+            ("ok",), ("error",), ("timeout",),
+        )  # fmt: skip
+        self.cert_reloads = _at_zero(
+            Counter(
+                "pullsecret_injector_certificate_reloads",
+                "Serving certificate reloads from disk, by result (ok, error).",
+                ["result"],
+                registry=r,
+            ),
+            ("ok",), ("error",),
+        )  # fmt: skip
         self.cert_expiry = Gauge(
             "pullsecret_injector_serving_certificate_expiry_timestamp_seconds",
             "Not-after of the serving certificate in use, as Unix time (set at start and on "
@@ -122,12 +196,15 @@ class Metrics:
             registry=r,
         )
         # ---- project and cluster registries (webhook/replication/) ----
-        self.replication_actions = Counter(
-            "pullsecret_injector_replication_actions",
-            "Copy writes by action (create, update, recreate, delete) and result (ok, "
-            "conflict, clash, gone, error).",
-            ["action", "result"],
-            registry=r,
+        self.replication_actions = _at_zero(
+            Counter(
+                "pullsecret_injector_replication_actions",
+                "Copy writes by action (create, update, recreate, delete) and result (ok, "
+                "conflict, clash, gone, error).",
+                ["action", "result"],
+                registry=r,
+            ),
+            *product(COPY_ACTIONS, COPY_RESULTS),
         )
         self.replication_problems = Gauge(
             "pullsecret_injector_replication_problems",
@@ -158,20 +235,26 @@ class Metrics:
             "1 while this replica holds the Lease and runs the replication controller.",
             registry=r,
         )
-        self.replication_admission = Counter(
-            "pullsecret_injector_replication_admission_copies",
-            "Copies missing at admission, by result (created, exists, dry_run, clash, "
-            "error, timeout).",
-            ["result"],
-            registry=r,
+        self.replication_admission = _at_zero(
+            Counter(
+                "pullsecret_injector_replication_admission_copies",
+                "Copies missing at admission, by result (created, exists, dry_run, clash, "
+                "error, timeout).",
+                ["result"],
+                registry=r,
+            ),
+            *((v,) for v in ADMISSION_COPY_RESULTS),
         )
         # ---- stuck-pod recovery (replication/recovery.py) ----
-        self.recovery_actions = Counter(
-            "pullsecret_injector_recovery_actions",
-            "Stuck-pod recovery actions by action (evict, event) and result (ok, "
-            "pdb_blocked, gone, error).",
-            ["action", "result"],
-            registry=r,
+        self.recovery_actions = _at_zero(
+            Counter(
+                "pullsecret_injector_recovery_actions",
+                "Stuck-pod recovery actions by action (evict, event) and result (ok, "
+                "pdb_blocked, gone, error).",
+                ["action", "result"],
+                registry=r,
+            ),
+            *((a, v) for a, values in RECOVERY_RESULTS.items() for v in values),
         )
         self.recovery_stuck_pods = Gauge(
             "pullsecret_injector_recovery_stuck_pods",
@@ -195,11 +278,13 @@ class Metrics:
             "Admission requests whose client disconnected before sending the whole body.",
             registry=r,
         )
-        self.http_rejections = Counter(
-            "pullsecret_injector_http_rejections",
-            "Connections or requests refused by an HTTP limit, by reason (header_too_large, "
-            "request_line_too_large, header_timeout, body_timeout, too_many_connections, shutdown, "
-            "malformed).",
-            ["reason"],
-            registry=r,
+        self.http_rejections = _at_zero(
+            Counter(
+                "pullsecret_injector_http_rejections",
+                "Connections or requests refused by an HTTP limit, by reason "
+                f"({', '.join(HTTP_REJECTIONS)}).",
+                ["reason"],
+                registry=r,
+            ),
+            *((v,) for v in HTTP_REJECTIONS),
         )

@@ -38,3 +38,37 @@ def test_without_a_store_there_are_no_cache_gauges() -> None:
     text = generate_latest(Metrics().registry).decode()
     assert "pullsecret_injector_cache_secrets" not in text
     assert "pullsecret_injector_admission_requests" in text
+
+
+def test_every_known_label_value_exists_at_zero_before_its_first_event() -> None:
+    """A series that first appears at 1 hides that event from rate() (the FailingOpen
+    alert is a rate of outcome="error")."""
+    metrics = Metrics()
+    for outcome in ("patched", "unchanged", "skipped", "bad_request", "error"):
+        assert _value(metrics, "pullsecret_injector_admission_requests_total", outcome=outcome) == 0
+    assert (
+        _value(metrics, "pullsecret_injector_http_rejections_total", reason="header_timeout") == 0
+    )
+    assert (
+        _value(metrics, "pullsecret_injector_recovery_actions_total", action="evict", result="ok")
+        == 0
+    )
+    assert (
+        _value(
+            metrics,
+            "pullsecret_injector_replication_actions_total",
+            action="create",
+            result="error",
+        )
+        == 0
+    )
+
+
+def test_process_metrics_build_info_and_buckets_past_the_webhook_timeout() -> None:
+    metrics = Metrics()
+    assert (_value(metrics, "process_resident_memory_bytes") or 0) > 0
+    assert _value(metrics, "process_start_time_seconds") is not None
+    text = generate_latest(metrics.registry).decode()
+    assert 'pullsecret_injector_build_info{version="' in text
+    for bound in ("3.0", "5.0", "30.0"):  # timeoutSeconds is 3 by default, at most 30
+        assert f'pullsecret_injector_admission_duration_seconds_bucket{{le="{bound}"}}' in text

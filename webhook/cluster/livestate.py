@@ -165,5 +165,5 @@ def fill_store(store: Store, api: RawApi, namespaces_read: Iterable[str] | None 
     store.mark_synced("namespaces")
     log.debug(
         "cluster state read",
-        extra={"secrets": len(secrets), "namespaces": len(namespaces), "scope": scope},
+        extra={"secret_count": len(secrets), "namespace_count": len(namespaces), "scope": scope},
     )

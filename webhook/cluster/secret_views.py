@@ -385,7 +385,7 @@ class LiveReader:
             self._views.merge_live_read(pending, fresh)
             log.info(
                 "live read of a namespace never seen",
-                extra={"namespace": namespace, "secrets": sum(len(f) for f in fresh.values())},
+                extra={"namespace": namespace, "secret_count": sum(len(f) for f in fresh.values())},
             )
         finally:
             self._views.end_live_read(pending)

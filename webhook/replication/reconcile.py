@@ -190,7 +190,7 @@ class Reconciler:
                 "replication plan",
                 extra={
                     "scope": "full" if scope is None else "partial",
-                    "namespaces": len(targets),
+                    "namespace_count": len(targets),
                     "actions": {
                         k.value: n for k in ActionKind if (n := sum(a.kind is k for a in actions))
                     },

@@ -50,6 +50,8 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info and record.exc_info[0] is not None:
             entry["error"] = f"{record.exc_info[0].__name__}: {record.exc_info[1]}"
+            # where it failed (file, line, code): the frames, never their variables
+            entry["stacktrace"] = self.formatException(record.exc_info)
         # orjson: one injection log line a pod is the hot path's largest fixed cost
         return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 

@@ -246,6 +246,7 @@ class MutateHandler:
         # bound once: the hot path looks none of these up per request
         self._by_outcome: dict[str, Any] = {}  # outcome -> its counter child, made on first use
         self._injected = metrics.injected.inc
+        self._warnings = metrics.warnings.inc
         self._latency = metrics.latency.observe
 
     def _count(self, outcome: str) -> None:
@@ -266,9 +267,9 @@ class MutateHandler:
                 req = decode_review(body)
             del body
         except BadRequest as exc:
-            self._count("bad_request")
             log.warning("bad request", extra={"status": exc.status, "error": str(exc)})
             await send_status(send, str(exc), exc.status)
+            self._count_failure("bad_request", started)
             return
         except ClientGoneError:
             # The client went away before sending the whole body: nobody to answer.
@@ -282,6 +283,7 @@ class MutateHandler:
         except Exception:  # not the decision's (that fails open in handle): ours
             log.exception("admission handler failed", extra={"uid": req.uid})
             await send_status(send, "internal error", 500)
+            self._count_failure("error", started)  # what the FailingOpen alert counts
             return
         elapsed = time.perf_counter() - started
         if large:  # its objects are freed now: hand the memory back (off the loop), before
@@ -303,12 +305,25 @@ class MutateHandler:
             return await self.offload.run(functools.partial(handle, req, self._decisions.off_loop))
         return handle(req, self._decisions.on_loop)
 
+    def _count_failure(self, outcome: str, started: float) -> None:
+        """A request answered with an HTTP error: counted and timed like any other."""
+        self._count(outcome)
+        self._latency(time.perf_counter() - started)
+
     def _account(self, answer: Answer, req: AdmissionRequest, elapsed: float) -> None:
         """Count, time and log an answer; an error here is logged, the answer stands."""
         try:
             self._count(answer.outcome.value)
-            if answer.decision is not None:
-                self._injected(len(answer.decision.add))
+            decision = answer.decision
+            if decision is not None:
+                self._injected(len(decision.add))
+            warned = (
+                len(decision.warnings)
+                if decision is not None
+                else len(answer.review["response"].get("warnings", ()))
+            )
+            if warned:
+                self._warnings(warned)
             if answer.outcome is not Outcome.SKIPPED:
                 _log_answer(answer, req)
             self._latency(elapsed)

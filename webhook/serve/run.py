@@ -209,7 +209,10 @@ def _start_state(settings: Settings, store: Store, metrics: Metrics) -> _State:
         freeze_heap()
         log.info(
             "cluster state loaded from manifests",
-            extra={"secrets": store.secret_count(), "namespaces": len(store.namespaces())},
+            extra={
+                "secret_count": store.secret_count(),
+                "namespace_count": len(store.namespaces()),
+            },
         )
         return _State(store)
     # only a live cluster needs the Kubernetes client

@@ -45,15 +45,24 @@ def test_values_json_cannot_encode_are_written_as_text() -> None:
     assert entry["counts"] == {"1": "x"}
 
 
-def test_an_exception_is_one_field_not_a_traceback() -> None:
+def _raise_bad_thing() -> None:
+    raise ValueError("bad thing")
+
+
+def test_an_exception_is_its_error_and_stack_trace_on_the_same_one_line() -> None:
+    """Where it failed, as zap's production logger gives it at error level: the frames
+    (file, line, code), still one JSON object on one line."""
     try:
-        raise ValueError("bad thing")
+        _raise_bad_thing()
     except ValueError:
         record = _record()
         record.exc_info = sys.exc_info()
-    entry = orjson.loads(JsonFormatter().format(record))
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry = orjson.loads(line)
     assert entry["error"] == "ValueError: bad thing"
-    assert "Traceback" not in orjson.dumps(entry).decode()
+    assert entry["stacktrace"].startswith("Traceback")
+    assert "_raise_bad_thing" in entry["stacktrace"]
 
 
 def test_configure_sends_everything_through_one_json_handler(

@@ -258,7 +258,7 @@ def test_an_unexpected_error_is_logged_and_a_json_500_only_before_the_answer(
     status: int,
     logged: str,
 ) -> None:
-    app, _ = build()
+    app, metrics = build()
     monkeypatch.setattr(mutate, broken, _boom)
     got, _, body, _ = call(app, "POST", "/mutate", whole(body_of()))
     if status == 500:
@@ -266,6 +266,31 @@ def test_an_unexpected_error_is_logged_and_a_json_500_only_before_the_answer(
     else:
         assert got == 200 and orjson.loads(body)["response"]["allowed"] is True
     assert any(r.getMessage() == logged for r in caplog.records)
+    if status == 500:  # counted where the FailingOpen alert looks, and timed
+        get = metrics.registry.get_sample_value
+        assert get("pullsecret_injector_admission_requests_total", {"outcome": "error"}) == 1
+        assert get("pullsecret_injector_admission_duration_seconds_count", {}) == 1
+
+
+def test_bad_requests_are_counted_and_timed() -> None:
+    app, metrics = build()
+    status, _, body, _ = call(app, "POST", "/mutate", whole(b"{not json"))
+    assert_status(status, body, 400)
+    get = metrics.registry.get_sample_value
+    assert get("pullsecret_injector_admission_requests_total", {"outcome": "bad_request"}) == 1
+    assert get("pullsecret_injector_admission_duration_seconds_count", {}) == 1
+
+
+def test_the_warnings_a_decision_gives_are_counted() -> None:
+    app, metrics = build()
+    doc = review(CAPTURED)
+    doc["request"]["object"]["spec"]["containers"][0]["image"] = "Not A Valid Image"
+    doc["request"]["object"]["spec"]["imagePullSecrets"] = [{"name": "nowhere"}]
+    status, _, body, _ = call(app, "POST", "/mutate", whole(json.dumps(doc).encode()))
+    warnings = orjson.loads(body)["response"]["warnings"]
+    assert status == 200 and len(warnings) >= 2
+    total = metrics.registry.get_sample_value("pullsecret_injector_admission_warnings_total", {})
+    assert total == len(warnings)
 
 
 def test_the_log_line_and_metrics_come_after_the_answer_is_sent(
