@@ -241,3 +241,26 @@ def test_a_namespace_scoped_identity_can_mutate_and_explain(
     inst.server.forbidden.add("/api/v1/namespaces/team-a/secrets")
     assert main(["mutate", "-f", str(manifest), "--kubeconfig", str(kubeconfig)]) == 2
     assert "HTTP 403" in capsys.readouterr().err
+
+
+def test_explain_decides_with_the_installed_webhooks_secret_selector(
+    ops: tuple[Install, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """config.secretSelector narrows what the webhook injects: explain reads it from the
+    webhook's Deployment, unless told otherwise on its command line."""
+    inst, kubeconfig = ops
+    put(inst.server, stuck_pod("team-a", "web-1", "registry.example.com/team/web:1", owned=True))
+    code, out, _ = explain(capsys, kubeconfig, "pod/web-1", "-n", "team-a")
+    assert code == 0 and "would get team-a-registry" in out
+    assert "decided with: no secret selector, as the installed webhook" in out
+    (deployment,) = [d for d in inst.docs if d["kind"] == "Deployment"]
+    deployment["spec"]["template"]["spec"]["containers"][0]["args"].append(
+        "--secret-selector=tier=gold"
+    )
+    put(inst.server, deployment)
+    code, out, _ = explain(capsys, kubeconfig, "pod/web-1", "-n", "team-a")
+    assert code == 0 and "would get nothing more" in out
+    assert "decided with: secret selector 'tier=gold', as the installed webhook" in out
+    code, out, _ = explain(capsys, kubeconfig, "pod/web-1", "-n", "team-a", "--secret-selector", "")
+    assert code == 0 and "would get team-a-registry" in out
+    assert "decided with: as given on the command line" in out

@@ -89,6 +89,7 @@ class Explanation:
     not_added: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     pods: list[str] = field(default_factory=list)  # a workload's stuck pods, one line each
+    policy: str = ""  # whose secret selector and private registries the decision used
 
     @property
     def stuck(self) -> bool:
@@ -251,6 +252,8 @@ def webhook_scope(
 def render(ex: Explanation) -> str:
     lines = [f"{ex.target} in namespace {ex.namespace}"]
     lines.append(f"  webhook: {ex.webhook}")
+    if ex.policy:
+        lines.append(f"  decided with: {ex.policy}")
     lines.append(f"  has: {', '.join(ex.has) if ex.has else 'no imagePullSecrets'}")
     would = ", ".join(ex.would_add) if ex.would_add else "nothing more"
     lines.append(f"  if created now: would get {would} ({ex.reason})")
@@ -329,8 +332,52 @@ def _stuck_pods(
     return out
 
 
-def explain_live(api: RawApi, ref: str, namespace: str, policy: Policy) -> Explanation:
-    """Read KIND/NAME and its namespace's state from the cluster and explain it."""
+def installed_policy(
+    api: RawApi, configs: Sequence[Mapping[str, Any]] | None
+) -> tuple[Policy, str] | None:
+    """The installed webhook's own secret selector and private registries (its Deployment's
+    --secret-selector and --private-registry, as the chart renders config.*), and a line
+    saying whose they are; None when its Deployment cannot be read."""
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+    for config in configs or ():
+        release = _labels(config).get("app.kubernetes.io/instance")
+        hooks = config.get("webhooks") or [{}]
+        service = (hooks[0].get("clientConfig") or {}).get("service") or {}
+        namespace = service.get("namespace")
+        if not release or not namespace:
+            continue
+        try:
+            body = api.request(
+                "GET",
+                f"/apis/apps/v1/namespaces/{namespace}/deployments",
+                query={
+                    "labelSelector": f"app.kubernetes.io/instance={release},"
+                    "app.kubernetes.io/component=webhook"
+                },
+            )
+        except ApiException:
+            return None
+        for deployment in body.get("items") or ():
+            spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+            args = [str(a) for c in (spec.get("containers") or [])[:1] for a in c.get("args") or ()]
+            selectors = [a.split("=", 1)[1] for a in args if a.startswith("--secret-selector=")]
+            private = [a.split("=", 1)[1] for a in args if a.startswith("--private-registry=")]
+            policy = Policy.build(selectors[-1] if selectors else None, tuple(private))
+            what = f"secret selector {selectors[-1]!r}" if selectors else "no secret selector"
+            if private:
+                what += f", private registries {', '.join(private)}"
+            return policy, f"{what}, as the installed webhook ({namespace}/{release}) decides"
+    return None
+
+
+def explain_live(
+    api: RawApi, ref: str, namespace: str, policy: Policy | None = None
+) -> Explanation:
+    """Read KIND/NAME and its namespace's state from the cluster and explain it.
+
+    Without a `policy` (no --secret-selector or --private-registry given), the decision
+    uses the installed webhook's own, read from its Deployment."""
     from webhook.cluster import livestate  # noqa: PLC0415
 
     kind, name = parse_ref(ref)
@@ -341,10 +388,23 @@ def explain_live(api: RawApi, ref: str, namespace: str, policy: Policy) -> Expla
     store = Store()
     livestate.fill_store(store, api, [namespace])
     ns_labels = store.namespace_labels(namespace) or {}
-    scope = webhook_scope(_webhook_configs(api), ns_labels, _labels(found.pod))
+    configs = _webhook_configs(api)
+    scope = webhook_scope(configs, ns_labels, _labels(found.pod))
+    used = "as given on the command line"
+    if policy is None:
+        installed = installed_policy(api, configs)
+        if installed is None:
+            policy = Policy.build(None)
+            used = (
+                "no secret selector, no private registries (the installed webhook's "
+                "Deployment could not be read: assuming the chart's defaults)"
+            )
+        else:
+            policy, used = installed
     ex = explain_pod(
         f"{kind.kind.lower()}/{name}", found.pod, namespace, store, policy, webhook=scope
     )
+    ex.policy = used
     if kind.kind != "Pod":
         ex.target = f"{kind.kind.lower()}/{name} (its pod template)"
         ex.pods = _stuck_pods(api, kind, obj, namespace, store=store, policy=policy, scope=scope)
@@ -378,7 +438,10 @@ def run_explain(args: argparse.Namespace) -> int:
     prog = "explain"
     namespace = args.namespace
     try:
-        policy = Policy.build(args.secret_selector, args.private_registries or ())
+        given = args.secret_selector is not None or bool(args.private_registries)
+        policy = (
+            Policy.build(args.secret_selector, args.private_registries or ()) if given else None
+        )
         namespace = namespace or livestate.context_namespace(args.kubeconfig, args.context)
         api = livestate.connect(args.kubeconfig, args.context)
         ex = explain_live(api, args.target, namespace, policy)
