@@ -32,7 +32,7 @@ from prometheus_client.registry import Collector
 OUTCOMES = ("patched", "unchanged", "skipped", "bad_request", "error")
 HTTP_REJECTIONS = (
     "header_too_large", "request_line_too_large", "header_timeout", "body_timeout",
-    "too_many_connections", "shutdown", "malformed",
+    "too_many_connections", "shutdown", "malformed", "upgrade", "body_budget",
 )  # fmt: skip
 COPY_ACTIONS = ("create", "update", "recreate", "delete")
 COPY_RESULTS = ("ok", "conflict", "clash", "gone", "error")

@@ -210,6 +210,15 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
+        if self.parser.should_upgrade():
+            # Connection: Upgrade (websocket, h2c) or CONNECT: never what the API server
+            # sends. uvicorn would hand the connection to another protocol, out of these
+            # limits (the bytes it held never given back to the budget), or drop the body
+            # and the pipelined requests behind it: answered and closed instead.
+            self._reject(
+                400, "upgrade", "protocol upgrades (Upgrade header, CONNECT) are not served"
+            )
+            return
         self._in_head = False
         self._in_request_line = False
         self._head_bytes = 0
@@ -244,7 +253,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         self.last_active = self.loop.time()
         self._release_body()
+        if self._reading_body:
+            # Answered before its body was all read (a 413 or 415 on the headers alone, a
+            # 404): what is left of it would be read as the next request. Not reused, as
+            # Go's server does not (net/http chunkWriter.writeHeader).
+            self._disarm()
+            self.transport.close()
         super().on_response_complete()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        """uvicorn's log line for an upgrade it will not do: on_headers_complete has
+        answered it (and counted it) already."""
 
     # ---- shutdown ----
 

@@ -135,6 +135,7 @@ def uvicorn_config(app: Any, host: str, port: int) -> uvicorn.Config:
         lifespan="off",
         server_header=False,
         timeout_keep_alive=30,
+        ws="none",  # no WebSocket protocol to hand a connection to (limits.py refuses upgrades)
         # the API server keeps connections alive: do not wait on idle ones at shutdown
         timeout_graceful_shutdown=10,
     )
