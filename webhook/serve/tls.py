@@ -50,6 +50,11 @@ def _load_checked(ctx: ssl.SSLContext, cert: bytes, key: bytes) -> None:
     bytes read once are tried in a scratch context first (load_cert_chain takes paths: a
     private temporary directory holds them for the two loads, /tmp being the one writable
     place of the image), and raise there if they do not match.
+
+    Even a matching pair passes through a moment with the new certificate and no key (the
+    old one dropped as it no longer matches, the new one not loaded yet), and OpenSSL
+    releases the GIL meanwhile: a handshake running on another thread then fails. Call it
+    on the thread that runs the handshakes (the event loop's: CertReloader.run).
     """
     with tempfile.TemporaryDirectory(prefix="psi-tls-") as tmp:
         cert_file, key_file = Path(tmp) / "tls.crt", Path(tmp) / "tls.key"
@@ -77,17 +82,28 @@ class CertReloader:
         """Reload if the files changed; True when a new certificate was loaded.
 
         A half-written pair (the key no longer matches the certificate) is retried on the
-        next poll while the old certificate keeps serving.
+        next poll while the old certificate keeps serving. Run it on the thread that runs
+        the handshakes (see _load_checked); run() reads the files off it.
         """
+        return self._load(self._read())
+
+    def _read(self) -> tuple[bytes, bytes] | None:
+        """The files' bytes when they changed since the last load; None otherwise."""
         try:
             cert, key = self.cert_file.read_bytes(), self.key_file.read_bytes()
         except OSError as exc:
             log.warning("certificate files unreadable", extra={"error": str(exc)})
             self.metrics.cert_reloads.labels("error").inc()
+            return None
+        if hashlib.sha256(cert + key).hexdigest() == self._digest:
+            return None
+        return cert, key
+
+    def _load(self, files: tuple[bytes, bytes] | None) -> bool:
+        if files is None:
             return False
+        cert, key = files
         digest = hashlib.sha256(cert + key).hexdigest()
-        if digest == self._digest:
-            return False
         try:
             _load_checked(self.ctx, cert, key)
         except (OSError, ssl.SSLError) as exc:
@@ -110,4 +126,6 @@ class CertReloader:
     async def run(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            await asyncio.to_thread(self.check)
+            # polled off the loop; a change loaded on it (a few ms, once per rotation), so
+            # that no handshake runs while the context is between two key pairs
+            self._load(await asyncio.to_thread(self._read))

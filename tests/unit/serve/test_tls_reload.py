@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
 import ssl
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +110,65 @@ def test_a_failed_reload_leaves_the_context_serving_the_old_pair(
     reloader.cert_file.write_bytes(cert.read_bytes())  # the key is still the old one
     assert reloader.check() is False
     assert _handshake(reloader.ctx) == before
+
+
+def test_handshakes_on_the_loop_never_fail_while_certificates_rotate(tmp_path: Path) -> None:
+    """Loading a new pair into the live context passes through a moment with the new
+    certificate and no key, with the GIL released: loaded on a worker thread, handshakes
+    on the event loop failed then (2,253 of 3,953 under continuous rotation). run() loads
+    on the loop, between handshakes."""
+    pairs = [tuple(p.read_bytes() for p in _pair(tmp_path / n)) for n in ("a", "b")]
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert.write_bytes(pairs[0][0])
+    key.write_bytes(pairs[0][1])
+    reloader = CertReloader(server_context(cert, key), cert, key, Metrics())
+    stop = threading.Event()
+
+    def rotate() -> None:  # a new pair every few milliseconds, each file replaced whole
+        i = 0
+        while not stop.is_set():
+            i += 1
+            for path, data in ((cert, pairs[i % 2][0]), (key, pairs[i % 2][1])):
+                tmp = path.with_suffix(".new")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            time.sleep(0.002)
+
+    async def serve() -> tuple[int, int]:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=reloader.ctx)
+        port = server.sockets[0].getsockname()[1]
+        reloading = asyncio.create_task(reloader.run(0.0005))
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.check_hostname = False
+        client.verify_mode = ssl.CERT_NONE
+
+        def handshakes() -> tuple[int, int]:
+            failed = total = 0
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                total += 1
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+                        client.wrap_socket(raw).close()
+                except (ssl.SSLError, OSError):
+                    failed += 1
+            return failed, total
+
+        try:
+            return await asyncio.to_thread(handshakes)
+        finally:
+            reloading.cancel()
+            server.close()
+
+    rotator = threading.Thread(target=rotate)
+    rotator.start()
+    try:
+        failed, total = asyncio.run(serve())
+    finally:
+        stop.set()
+        rotator.join()
+    assert _reloads(reloader.metrics, "ok") > 10  # it did rotate, many times
+    assert failed == 0, f"{failed} of {total} handshakes failed"
