@@ -236,7 +236,16 @@ def test_a_namespace_scoped_identity_can_mutate_and_explain(
     code, out, err = explain(capsys, kubeconfig, "pod/web-1", "-n", "team-a")
     assert code == 0, err
     assert "could not read MutatingWebhookConfigurations: assuming the webhook is called" in out
+    assert "this identity may not read the Namespace, so its labels" in out
     assert "verdict: fixable now: team-a-registry" in out
+    # the webhook configuration readable, the Namespace not: "is called", said as assumed
+    inst.server.forbidden.discard("/apis/admissionregistration.k8s.io/")
+    code, out, err = explain(capsys, kubeconfig, "pod/web-1", "-n", "team-a")
+    assert code == 0, err
+    assert (
+        "is called for pods in this namespace, assuming so: this identity may not read the "
+        "Namespace" in out
+    )
     # and the requests really were refused: a cluster-wide list fails
     inst.server.forbidden.add("/api/v1/namespaces/team-a/secrets")
     assert main(["mutate", "-f", str(manifest), "--kubeconfig", str(kubeconfig)]) == 2
