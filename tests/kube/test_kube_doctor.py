@@ -377,3 +377,16 @@ def test_recovery_without_its_permissions_fails_the_rbac_check(
     finally:
         inst.tls.stop()
         server.stop()
+
+
+def test_an_identity_that_may_read_nothing_gets_its_own_exit_status(
+    ops: tuple[Install, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every read refused: nothing passed and nothing failed. Exit 3, not the 1 of an
+    install with a warning, and no check says to fix failures there are none of."""
+    inst, kubeconfig = ops
+    inst.server.forbidden = {"/api", "/apis"}
+    code, checks, _ = doctor(capsys, kubeconfig)
+    assert {c["status"] for c in checks.values()} == {"WARN"}
+    assert not any("fix the failures above" in (c.get("fix") or "") for c in checks.values())
+    assert code == 3

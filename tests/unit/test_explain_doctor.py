@@ -173,6 +173,7 @@ def test_exit_status_and_report() -> None:
     assert exit_code(checks[:1]) == 0
     assert exit_code(checks) == 1
     assert exit_code([*checks, Check("c", Status.FAIL, "bad", "do that")]) == 2
+    assert exit_code(checks[1:]) == 3  # nothing verified: no PASS, no FAIL
     text = render(checks, Install("psi", "ns"))
     assert text.splitlines() == [
         "pullsecret-injector doctor: release psi, namespace ns",

@@ -71,9 +71,15 @@ def run_checks(api: RawApi, opts: Options) -> tuple[Install, list[Check]]:
     out: list[Check] = []
     for name, run, ready in steps:
         if not ready():
+            failed = any(c.status is Status.FAIL for c in out)
+            fix = (
+                "fix the failures above first"
+                if failed
+                else "run doctor as an identity allowed to read what the checks above could not"
+            )
             out.append(
                 Check(name, Status.WARN, "not checked: an earlier check found nothing to check",
-                      "fix the failures above first")
+                      fix)
             )  # fmt: skip
             continue
         try:
@@ -135,8 +141,13 @@ def _find_deployment(api: RawApi, install: Install) -> None:
 
 
 def exit_code(checks: Sequence[Check]) -> int:
+    """0 all passed, 1 warnings, 2 failures, 3 nothing verified (no PASS, no FAIL)."""
     statuses = {c.status for c in checks}
-    return 2 if Status.FAIL in statuses else 1 if Status.WARN in statuses else 0
+    if Status.FAIL in statuses:
+        return 2
+    if Status.PASS not in statuses:
+        return 3
+    return 1 if Status.WARN in statuses else 0
 
 
 def render(checks: Sequence[Check], install: Install) -> str:
