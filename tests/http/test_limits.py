@@ -227,3 +227,34 @@ def test_an_answer_before_the_body_was_read_closes_the_connection(
         sock.sendall(head)
         answers = statuses(read_all(sock))  # until the server closes (or WAIT: a failure)
     assert len(answers) == 1 and answers[0] in (413, 415, 404), answers
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [
+        (b"POST /mutate HTTP/1.1\r\nContent-Type: application/json\r\n"
+         b"Content-Length: 2\r\n\r\n{}", 400),  # no Host
+        (b"POST /mutate HTTP/1.1\r\nHost: a\r\nHost: b\r\nContent-Type: application/json\r\n"
+         b"Content-Length: 2\r\n\r\n{}", 400),  # two
+        (b"POST /mutate HTTP/1.1\r\n" + JSON_HEAD
+         + b"Transfer-Encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n", 501),
+        (b"GET /healthz HTTP/2.0\r\nHost: localhost\r\n\r\n", 505),
+    ],
+)  # fmt: skip
+def test_what_gos_server_refuses_is_refused(
+    limited: Server, request_head: bytes, status: int
+) -> None:
+    """net/http readRequest: exactly one Host in HTTP/1.1, only the chunked coding, HTTP/1.x."""
+    with connect(limited) as sock:
+        sock.sendall(request_head)
+        assert_status(read_all(sock), status)
+
+
+def test_an_http_1_0_request_needs_no_host(limited: Server) -> None:
+    body = json.dumps(review("v1-create-pod-dry-run.json")).encode()
+    with connect(limited) as sock:
+        sock.sendall(
+            b"POST /mutate HTTP/1.0\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+        assert parse(read_all(sock))[0] == 200

@@ -219,6 +219,10 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 400, "upgrade", "protocol upgrades (Upgrade header, CONNECT) are not served"
             )
             return
+        refused = self._refused_as_go_refuses()
+        if refused is not None:
+            self._reject(*refused)
+            return
         self._in_head = False
         self._in_request_line = False
         self._head_bytes = 0
@@ -229,6 +233,28 @@ class LimitedHttpProtocol(HttpToolsProtocol):
             self.cycle.transport = self._writer  # type: ignore[assignment]  # head + body: one write
             if self.drain.draining:
                 self.cycle.keep_alive = False  # shutting down: the response says Connection: close
+
+    def _refused_as_go_refuses(self) -> tuple[int, str, str] | None:
+        """What Go's server refuses in a request's head and httptools lets through
+        (net/http readRequest): an HTTP version other than 1.0 and 1.1, an HTTP/1.1
+        request without exactly one Host, a Transfer-Encoding other than chunked."""
+        version = self.parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            return 505, "malformed", f"HTTP/{version} is not supported"
+        hosts = 0
+        coding: bytes | None = None
+        for name, value in self.headers:
+            if name == b"host":
+                hosts += 1
+            elif name == b"transfer-encoding":
+                coding = value if coding is None else coding + b"," + value
+        if hosts > 1:
+            return 400, "malformed", "too many Host headers"
+        if hosts == 0 and version == "1.1":
+            return 400, "malformed", "missing required Host header"
+        if coding is not None and coding.strip().lower() != b"chunked":
+            return 501, "malformed", "unsupported transfer encoding"
+        return None
 
     def on_body(self, body: bytes) -> None:
         if self._closed_by_limit:
