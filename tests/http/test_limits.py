@@ -119,14 +119,18 @@ def test_a_connection_that_sends_nothing_is_closed(limited: Server) -> None:
         assert read_all(sock) == b""
 
 
-def test_an_idle_keep_alive_connection_is_closed(limited: Server) -> None:
+def post_review(server: Server, head: bytes) -> bytes:
+    """A dry-run review POSTed after `head` (request line and headers but its length);
+    everything the server sends until it closes."""
     body = json.dumps(review("v1-create-pod-dry-run.json")).encode()
-    with connect(limited) as sock:
-        sock.sendall(
-            b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body) + body
-        )
-        status, headers, _ = parse(read_all(sock))  # the answer, then the close
+    with connect(server) as sock:
+        sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        return read_all(sock)
+
+
+def test_an_idle_keep_alive_connection_is_closed(limited: Server) -> None:
+    head = b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+    status, headers, _ = parse(post_review(limited, head))  # the answer, then the close
     assert status == 200
     assert headers.get("connection") != "close"  # kept alive, then closed when idle
 
@@ -172,13 +176,8 @@ def statuses(raw: bytes) -> list[int]:
 
 
 def mutate_ok(server: Server) -> int:
-    body = json.dumps(review("v1-create-pod-dry-run.json")).encode()
-    with connect(server) as sock:
-        sock.sendall(
-            b"POST /mutate HTTP/1.1\r\n" + JSON_HEAD + b"Connection: close\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body) + body
-        )
-        return parse(read_all(sock))[0]
+    head = b"POST /mutate HTTP/1.1\r\n" + JSON_HEAD + b"Connection: close\r\n"
+    return parse(post_review(server, head))[0]
 
 
 def test_a_protocol_upgrade_gets_a_json_400_and_the_connection_closes(limited: Server) -> None:
@@ -251,10 +250,5 @@ def test_what_gos_server_refuses_is_refused(
 
 
 def test_an_http_1_0_request_needs_no_host(limited: Server) -> None:
-    body = json.dumps(review("v1-create-pod-dry-run.json")).encode()
-    with connect(limited) as sock:
-        sock.sendall(
-            b"POST /mutate HTTP/1.0\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body) + body
-        )
-        assert parse(read_all(sock))[0] == 200
+    head = b"POST /mutate HTTP/1.0\r\nContent-Type: application/json\r\n"
+    assert parse(post_review(limited, head))[0] == 200
