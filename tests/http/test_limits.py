@@ -252,3 +252,16 @@ def test_what_gos_server_refuses_is_refused(
 def test_an_http_1_0_request_needs_no_host(limited: Server) -> None:
     head = b"POST /mutate HTTP/1.0\r\nContent-Type: application/json\r\n"
     assert parse(post_review(limited, head))[0] == 200
+
+
+def test_a_connection_that_never_starts_its_tls_handshake_is_dropped_in_time(
+    limited: Server,
+) -> None:
+    """Not yet a connection the limits see: asyncio and uvloop would wait 60 s for its
+    ClientHello. Bounded by --header-read-timeout (1 s here), as Go bounds it by its read
+    timeouts."""
+    with socket.create_connection(("127.0.0.1", limited.port), timeout=WAIT) as raw:
+        started = time.monotonic()
+        with contextlib.suppress(ConnectionResetError):
+            assert raw.recv(1) == b""  # closed by the server, or a timeout: a failure
+        assert time.monotonic() - started < 5

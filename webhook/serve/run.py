@@ -72,6 +72,33 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
+def bounded_handshakes(
+    factory: Callable[[], asyncio.AbstractEventLoop] | None, seconds: float
+) -> Callable[[], asyncio.AbstractEventLoop]:
+    """`factory`'s loop (None: asyncio's), whose TLS servers drop a connection that has not
+    finished its handshake within `seconds` (--header-read-timeout).
+
+    asyncio and uvloop wait 60 s by default and uvicorn passes no other value; a connection
+    is the limits' (limits.py) only once its handshake is done, so until then only this
+    bounds it. Go bounds the handshake by the smallest of its read timeouts
+    (net/http conn.serve: tlsHandshakeTimeout).
+    """
+    base: type[asyncio.AbstractEventLoop] = asyncio.SelectorEventLoop
+    if factory is not None:
+        import uvloop  # noqa: PLC0415 - a factory is uvloop's (loop_factory)
+
+        base = uvloop.Loop
+
+    class BoundedHandshakes(base):  # type: ignore[valid-type, misc]
+        async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
+            if kwargs.get("ssl") is not None and kwargs.get("ssl_handshake_timeout") is None:
+                kwargs["ssl_handshake_timeout"] = seconds
+            server: asyncio.Server = await super().create_server(*args, **kwargs)
+            return server
+
+    return BoundedHandshakes
+
+
 @contextlib.contextmanager
 def certificates(settings: Settings) -> Iterator[tuple[Path, Path]]:
     """The serving certificate's files: given, or (--dev) a throwaway pair."""
@@ -253,7 +280,7 @@ def serve(settings: Settings) -> int:
         store = Store()  # replication, when on, listens to its changes
         metrics = Metrics(store=store)
         try:
-            factory = loop_factory(settings.loop)
+            factory = bounded_handshakes(loop_factory(settings.loop), settings.header_read_timeout)
             state = _start_state(settings, store, metrics)
         except (ManifestError, StartupError) as exc:
             print(f"pullsecret-injector serve: {exc}", file=sys.stderr)
@@ -262,7 +289,7 @@ def serve(settings: Settings) -> int:
             with asyncio.Runner(loop_factory=factory) as runner:
                 log.info(
                     "serving",
-                    extra={"loop": type(runner.get_loop()).__module__.split(".")[0]},
+                    extra={"loop": type(runner.get_loop()).__mro__[1].__module__.split(".")[0]},
                 )
                 runner.run(_run_servers(settings, state, metrics, tls_files))
         finally:
