@@ -114,6 +114,35 @@ class LoopBatchingHandler(logging.Handler):
             pass
 
 
+class LineSampler:
+    """At most `per_second` lines a second for one kind of line; the ones dropped are
+    counted and the next line written says how many (`suppressed`).
+
+    For lines any client can cause at will (a malformed request): a flood of them must not
+    become a flood of log lines. zap's production logger samples the same way (the first
+    lines of each message per second, then few).
+    """
+
+    def __init__(self, per_second: int = 10, clock: Any = time.monotonic) -> None:
+        self._per_second = per_second
+        self._clock = clock
+        self._second = -1
+        self._written = 0
+        self._dropped = 0
+
+    def allow(self) -> dict[str, int] | None:
+        """None: drop this line. Otherwise the fields to add to it (what was dropped)."""
+        second = int(self._clock())
+        if second != self._second:
+            self._second, self._written = second, 0
+        if self._written >= self._per_second:
+            self._dropped += 1
+            return None
+        self._written += 1
+        dropped, self._dropped = self._dropped, 0
+        return {"suppressed": dropped} if dropped else {}
+
+
 def configure(level: str) -> None:
     handler = LoopBatchingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())

@@ -59,6 +59,7 @@ from webhook.core.admission import (
 from webhook.core.injection import Decider, Decision, Policy
 from webhook.core.model import RegistrySecret
 from webhook.metrics import Metrics
+from webhook.serve.logs import LineSampler
 from webhook.serve.offload import Offload
 
 log = logging.getLogger("webhook.serve.app")  # the logger the route logged with
@@ -248,6 +249,8 @@ class MutateHandler:
         self._injected = metrics.injected.inc
         self._warnings = metrics.warnings.inc
         self._latency = metrics.latency.observe
+        self._bad_requests = LineSampler()  # their lines: 10 a second, then counted
+        self._gone_clients = LineSampler()
 
     def _count(self, outcome: str) -> None:
         counter = self._by_outcome.get(outcome)
@@ -267,14 +270,20 @@ class MutateHandler:
                 req = decode_review(body)
             del body
         except BadRequest as exc:
-            log.warning("bad request", extra={"status": exc.status, "error": str(exc)})
+            sampled = self._bad_requests.allow()
+            if sampled is not None:  # any client can send these at will: sampled
+                log.warning(
+                    "bad request", extra={"status": exc.status, "error": str(exc), **sampled}
+                )
             await send_status(send, str(exc), exc.status)
             self._count_failure("bad_request", started)
             return
         except ClientGoneError:
             # The client went away before sending the whole body: nobody to answer.
             self._metrics.client_disconnects.inc()
-            log.info("client disconnected before sending the whole body")
+            sampled = self._gone_clients.allow()
+            if sampled is not None:
+                log.info("client disconnected before sending the whole body", extra=sampled)
             await send_status(send, "client disconnected", 400)
             return
         try:

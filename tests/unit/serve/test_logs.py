@@ -9,7 +9,7 @@ import sys
 import orjson
 import pytest
 
-from webhook.serve.logs import JsonFormatter, LoopBatchingHandler, configure
+from webhook.serve.logs import JsonFormatter, LineSampler, LoopBatchingHandler, configure
 
 
 def _record(msg: str = "injected imagePullSecrets", **extra: object) -> logging.LogRecord:
@@ -208,3 +208,13 @@ def test_configure_turns_off_caller_lookup() -> None:
         logging.getLogger().handlers[:] = saved[0]
         logging.getLogger().setLevel(saved[1])
         logging._srcfile = saved[2]
+
+
+def test_a_sampler_writes_ten_lines_a_second_and_says_how_many_it_dropped() -> None:
+    now = [100.0]
+    sampler = LineSampler(10, clock=lambda: now[0])
+    first_second = [sampler.allow() for _ in range(1000)]
+    assert first_second[:10] == [{}] * 10 and first_second[10:] == [None] * 990
+    now[0] = 101.2
+    assert sampler.allow() == {"suppressed": 990}  # the next line says what was dropped
+    assert sampler.allow() == {}

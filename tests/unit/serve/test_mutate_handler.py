@@ -361,3 +361,19 @@ def test_a_large_review_is_freed_before_its_memory_is_given_back(
 
     post_large(monkeypatch, lambda fn: count_alive if fn is mutate._nothing else fn)
     assert alive == [0]
+
+
+def test_a_flood_of_bad_requests_is_counted_whole_and_logged_sampled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Any client can send malformed requests at will: each is answered and counted, but
+    their log lines are sampled (10 a second), not one a request."""
+    app, metrics = build()
+    with caplog.at_level(logging.WARNING):
+        for _ in range(200):
+            status, _, body, _ = call(app, "POST", "/mutate", whole(b"{not json"))
+            assert_status(status, body, 400)
+    get = metrics.registry.get_sample_value
+    assert get("pullsecret_injector_admission_requests_total", {"outcome": "bad_request"}) == 200
+    lines = [r for r in caplog.records if r.getMessage() == "bad request"]
+    assert 10 <= len(lines) <= 40  # 10 a second: the 200 take well under 4 s here
