@@ -143,6 +143,30 @@ class LineSampler:
         return {"suppressed": dropped} if dropped else {}
 
 
+class SampledMessages(logging.Filter):
+    """A LineSampler per message, for the given messages of a logger (uvicorn's lines about
+    malformed requests, which any client can send at will)."""
+
+    def __init__(self, *messages: str) -> None:
+        super().__init__()
+        self._samplers = {m: LineSampler() for m in messages}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        sampler = self._samplers.get(record.getMessage())
+        if sampler is None:
+            return True
+        sampled = sampler.allow()
+        if sampled is None:
+            return False
+        for key, value in sampled.items():
+            setattr(record, key, value)
+        return True
+
+
+# uvicorn's lines for a request its parser refuses (answered as a JSON 400 by limits.py)
+UVICORN_MALFORMED = ("Invalid HTTP request received.", "Unsupported upgrade request.")
+
+
 def configure(level: str) -> None:
     handler = LoopBatchingHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -160,4 +184,9 @@ def configure(level: str) -> None:
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    uvicorn_errors.filters[:] = [
+        f for f in uvicorn_errors.filters if not isinstance(f, SampledMessages)
+    ]
+    uvicorn_errors.addFilter(SampledMessages(*UVICORN_MALFORMED))
     logging.getLogger("uvicorn.access").setLevel("WARNING")

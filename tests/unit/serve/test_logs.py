@@ -218,3 +218,26 @@ def test_a_sampler_writes_ten_lines_a_second_and_says_how_many_it_dropped() -> N
     now[0] = 101.2
     assert sampler.allow() == {"suppressed": 990}  # the next line says what was dropped
     assert sampler.allow() == {}
+
+
+def test_uvicorns_lines_about_malformed_requests_are_sampled(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One line per malformed request (uvicorn's, before limits.py answers it) would let
+    any client flood the log: 10 a second, then counted."""
+    root, uvicorn_errors = logging.getLogger(), logging.getLogger("uvicorn.error")
+    saved = (root.handlers[:], root.level, logging._srcfile, uvicorn_errors.filters[:])
+    try:
+        configure("info")
+        for _ in range(500):
+            uvicorn_errors.warning("Invalid HTTP request received.")
+        uvicorn_errors.warning("something else")  # other lines are not sampled
+        lines = [orjson.loads(x) for x in capsys.readouterr().err.strip().splitlines()]
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging._srcfile = saved[2]
+        uvicorn_errors.filters[:] = saved[3]
+    malformed = [x for x in lines if x["msg"] == "Invalid HTTP request received."]
+    assert 10 <= len(malformed) <= 30
+    assert lines[-1]["msg"] == "something else"
