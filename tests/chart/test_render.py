@@ -499,22 +499,23 @@ RECOVERY = {
     ("", "pods/eviction", "create"),
     ("", "events", "create"),
 }
-LEADER_ELECTION = {
-    ("coordination.k8s.io", "leases", "get"),
+LEADER_ELECTION = {  # any Lease created; only the controllers' own read and renewed
     ("coordination.k8s.io", "leases", "create"),
-    ("coordination.k8s.io", "leases", "update"),
+    ("coordination.k8s.io", "leases#pullsecret-injector", "get"),
+    ("coordination.k8s.io", "leases#pullsecret-injector", "update"),
 }
 
 
 def _grants(role: dict[str, Any]) -> set[tuple[str, str, str]]:
     out = set()
     for rule in role["rules"]:
-        assert "resourceNames" not in rule
+        names = rule.get("resourceNames") or [""]  # "resource#name": that object only
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 for verb in rule["verbs"]:
                     assert "*" not in (group, resource, verb), "no wildcards"
-                    out.add((group, resource, verb))
+                    for name in names:
+                        out.add((group, f"{resource}#{name}" if name else resource, verb))
     return out
 
 
@@ -735,3 +736,22 @@ def test_host_network_replaces_one_replica_at_a_time(helm: Helm) -> None:
     assert strategy["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     default = find(helm.render(), "Deployment")["spec"]["strategy"]
     assert default["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+
+
+def test_the_leader_election_role_names_the_lease_the_controllers_use(helm: Helm) -> None:
+    """get and update only on the controllers' own Lease (cert-manager's chart names its
+    Lease the same way); create cannot be narrowed by name in RBAC."""
+    from webhook.ops.doctor_checks import LEASE_NAME  # noqa: PLC0415
+    from webhook.replication.reconcile import ReplicationOptions  # noqa: PLC0415
+    from webhook.replication.recovery import RecoveryOptions  # noqa: PLC0415
+
+    role = next(
+        d
+        for d in helm.render()
+        if d["kind"] == "Role" and d["metadata"]["name"].endswith("leader-election")
+    )
+    named = [r for r in role["rules"] if r.get("resourceNames")]
+    assert [(r["resourceNames"], sorted(r["verbs"])) for r in named] == [
+        ([LEASE_NAME], ["get", "update"])
+    ]
+    assert ReplicationOptions().lease_name == RecoveryOptions().lease_name == LEASE_NAME

@@ -40,12 +40,20 @@ def _dig(obj: Mapping[str, Any], dotted: str) -> str:
     return "" if cur is None else str(cur)
 
 
-def _rule_matches(rule: Mapping[str, Any], verb: str, group: str, resource: str) -> bool:
+def _rule_matches(
+    rule: Mapping[str, Any], verb: str, group: str, resource: str, name: str = ""
+) -> bool:
     def has(key: str, value: str) -> bool:
         values = rule.get(key) or []
         return "*" in values or value in values
 
-    return has("verbs", verb) and has("apiGroups", group) and has("resources", resource)
+    names = rule.get("resourceNames") or []  # a rule with names allows those names only
+    return (
+        has("verbs", verb)
+        and has("apiGroups", group)
+        and has("resources", resource)
+        and (not names or name in names)
+    )
 
 
 class OpsApiServer(WritableApiServer):
@@ -109,7 +117,8 @@ class OpsApiServer(WritableApiServer):
             role = roles.get((ref["kind"], role_ns, ref["name"]))
             if role is None:
                 continue
-            if any(_rule_matches(r, verb, group, resource) for r in role.get("rules") or ()):
+            name = str(attrs.get("name", ""))
+            if any(_rule_matches(r, verb, group, resource, name) for r in role.get("rules") or ()):
                 return True
         return False
 

@@ -263,7 +263,13 @@ _REPLICATION = [
     *[(v, "", "secrets", "") for v in _SECRET_WRITES],
     *[(v, "", "events", "") for v in ("create", "patch")],
 ]
-_LEASES = ("get", "create", "update")
+# The controllers' Lease: created by any name, read and renewed by its own (the chart's Role)
+LEASE_NAME = "pullsecret-injector"
+_LEASES = (
+    ("create", "leases"),
+    ("get", f"leases#{LEASE_NAME}"),
+    ("update", f"leases#{LEASE_NAME}"),
+)
 # Stuck-pod recovery (recovery.mode evict or event): the Pending pods, evictions, Events.
 _RECOVERY = [
     *[(v, "", "pods", "") for v in ("get", "list", "watch")],
@@ -287,7 +293,7 @@ def check_rbac(api: RawApi, install: Install) -> Check:
     if install.recovery:
         need += [a for a in _RECOVERY if a not in need]
     if install.replication or install.recovery:  # one Lease for both controllers
-        need += [(v, "coordination.k8s.io", "leases", ns) for v in _LEASES]
+        need += [(verb, "coordination.k8s.io", res, ns) for verb, res in _LEASES]
     if install.replication:
         need += [a for a in _REPLICATION if a not in need]
         narrowed = _narrowed_write_namespaces(api, install)
@@ -351,14 +357,18 @@ def _narrowed_write_namespaces(api: RawApi, install: Install) -> list[str]:
 
 def _show(attrs: tuple[str, str, str, str]) -> str:
     verb, group, resource, ns = attrs
+    resource, _, name = resource.partition("#")
     res = f"{resource}.{group}" if group else resource
-    return f"{verb} {res}" + (f" in {ns}" if ns else "")
+    return f"{verb} {res}" + (f" {name}" if name else "") + (f" in {ns}" if ns else "")
 
 
 def _allowed(api: RawApi, sa: str, ns: str, attrs: tuple[str, str, str, str]) -> bool:
     verb, group, resource, namespace = attrs
+    resource, _, name = resource.partition("#")  # "resource#name": that object only
     resource, _, subresource = resource.partition("/")
     resource_attrs = {"verb": verb, "group": group, "resource": resource}
+    if name:
+        resource_attrs["name"] = name
     if subresource:
         resource_attrs["subresource"] = subresource
     if namespace:
