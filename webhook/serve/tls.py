@@ -87,23 +87,21 @@ class CertReloader:
         """
         return self._load(self._read())
 
-    def _read(self) -> tuple[bytes, bytes] | None:
-        """The files' bytes when they changed since the last load; None otherwise."""
+    def _read(self) -> tuple[bytes, bytes, str] | None:
+        """The files' bytes and their digest when they changed since the last load."""
         try:
             cert, key = self.cert_file.read_bytes(), self.key_file.read_bytes()
         except OSError as exc:
             log.warning("certificate files unreadable", extra={"error": str(exc)})
             self.metrics.cert_reloads.labels("error").inc()
             return None
-        if hashlib.sha256(cert + key).hexdigest() == self._digest:
-            return None
-        return cert, key
+        digest = hashlib.sha256(cert + key).hexdigest()
+        return None if digest == self._digest else (cert, key, digest)
 
-    def _load(self, files: tuple[bytes, bytes] | None) -> bool:
+    def _load(self, files: tuple[bytes, bytes, str] | None) -> bool:
         if files is None:
             return False
-        cert, key = files
-        digest = hashlib.sha256(cert + key).hexdigest()
+        cert, key, digest = files
         try:
             _load_checked(self.ctx, cert, key)
         except (OSError, ssl.SSLError) as exc:
