@@ -277,38 +277,19 @@ def _parse_authority(authority: bytes, legacy: bool) -> bytes | None:
 
 
 def _parse_host(host: bytes) -> bytes | None:
-    """parseHost of current Go (brackets: IPv6 only, at the start); the last colon counts."""
-    open_bracket = host.rfind(b"[")
-    if open_bracket > 0:
+    """parseHost of current Go: the older parse (below), then what the October 2025 and
+    February 2026 security releases refuse besides: a ``[`` anywhere but at the start,
+    and brackets around anything but an IPv6 address. The last colon counts."""
+    if host.rfind(b"[") > 0:
         return None  # invalid IP-literal
-    if open_bracket == 0:
-        close = host.rfind(b"]")
-        if close < 0:
-            return None  # missing ']' in host
-        colon_port = host[close + 1 :]
-        if not _valid_optional_port(colon_port):
-            return None
-        hostname = host[1:close]
-        zone = hostname.find(b"%25")
-        if zone >= 0:
-            part = _unescape(hostname[:zone], _HOST)
-            zone_part = _unescape(hostname[zone:], _ZONE)
-            if part is None or zone_part is None:
-                return None
-            unescaped = part + zone_part
-        else:
-            maybe = _unescape(hostname, _HOST)
-            if maybe is None:
-                return None
-            unescaped = maybe
-        # Only an IPv6 address may be enclosed in brackets (not an IPv4 one).
-        if not _is_ipv6(unescaped):
-            return None
-        return b"[" + unescaped + b"]" + colon_port
-    colon = host.rfind(b":")
-    if colon != -1 and not _valid_optional_port(host[colon:]):
-        return None  # invalid port after host
-    return _unescape(host, _HOST)
+    parsed = _parse_host_legacy(host)
+    if parsed is None or not parsed.startswith(b"["):
+        return parsed
+    # Only an IPv6 address may be enclosed in brackets (not an IPv4 one); checked on the
+    # unescaped text (a zone's %25 has become %), as Go does.
+    if not _is_ipv6(parsed[1 : parsed.rfind(b"]")]):
+        return None
+    return parsed
 
 
 def _parse_host_legacy(host: bytes) -> bytes | None:

@@ -118,10 +118,11 @@ def _init_key(obj: RegistryKey, raw: bytes) -> None:
     setattr_ = object.__setattr__
     setattr_(obj, "_raw", raw)
     target = _parse_schemeless(raw)
-    setattr_(obj, "legacy", target is None)
-    if target is None:
+    legacy = False
+    if target is None:  # a key only an older Go parses, if it parses
         target = _parse_schemeless(raw, legacy=True)
-        setattr_(obj, "legacy", target is not None)
+        legacy = target is not None
+    setattr_(obj, "legacy", legacy)
     if target is None:
         setattr_(obj, "matchable", False)
         setattr_(obj, "_labels", ())
