@@ -49,6 +49,16 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def api_status(exc: ApiException) -> dict[str, Any]:
+    """The Status an API error's body holds ({} when it holds none): its message, reason,
+    details.causes."""
+    try:
+        body = orjson.loads(exc.body or b"{}")
+    except orjson.JSONDecodeError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def secrets_path(namespace: str, name: str | None = None) -> str:
     base = f"/api/v1/namespaces/{namespace}/secrets"
     return base if name is None else f"{base}/{name}"

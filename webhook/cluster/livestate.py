@@ -16,12 +16,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
 import urllib3
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from webhook.cluster.apiclient import RawApi, load_api_client
+from webhook.cluster.apiclient import RawApi, api_status, load_api_client
 from webhook.cluster.secret_views import ParseCache, reduce_secret
 from webhook.cluster.store import Store
 from webhook.core.model import RegistrySecret, string_map
@@ -71,12 +70,7 @@ def context_namespace(kubeconfig: Path | None, context: str | None) -> str:
 def describe(exc: BaseException) -> str:
     """An API error for a person: status and the Status message, never a whole body."""
     if isinstance(exc, ApiException):
-        message = ""
-        try:
-            body = orjson.loads(exc.body or b"{}")
-            message = str(body.get("message") or "") if isinstance(body, dict) else ""
-        except ValueError:
-            pass
+        message = str(api_status(exc).get("message") or "")
         return f"HTTP {exc.status} {exc.reason}" + (f": {message}" if message else "")
     return f"{type(exc).__name__}: {exc}"
 

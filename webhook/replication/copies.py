@@ -16,10 +16,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import orjson
 from kubernetes.client.exceptions import ApiException
 
-from webhook.cluster.apiclient import CONFLICT, NOT_FOUND, RawApi, Timeout, secrets_path
+from webhook.cluster.apiclient import (
+    CONFLICT,
+    NOT_FOUND,
+    RawApi,
+    Timeout,
+    api_status,
+    secrets_path,
+)
 from webhook.cluster.store import Store
 from webhook.core.model import secret_from_object
 from webhook.core.planner import (
@@ -60,11 +66,7 @@ def namespace_terminating(exc: ApiException) -> bool:
     serialised as ``reason``), as kube-controller-manager's controllers tell it apart."""
     if exc.status != _FORBIDDEN:
         return False
-    try:
-        body = orjson.loads(exc.body or b"{}")
-    except orjson.JSONDecodeError:
-        return False
-    details = body.get("details") if isinstance(body, dict) else None
+    details = api_status(exc).get("details")
     causes = details.get("causes") if isinstance(details, dict) else None
     return isinstance(causes, list) and any(
         isinstance(c, dict) and c.get("reason") == _NAMESPACE_TERMINATING for c in causes
