@@ -15,7 +15,6 @@ copies for dry runs). Without permission for those, their checks WARN instead of
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +34,14 @@ from webhook.ops.doctor_checks import (
     check_replication,
 )
 from webhook.ops.doctor_dry_run import check_dry_run
-from webhook.ops.doctor_model import Check, ForbiddenError, Install, Options, Status
+from webhook.ops.doctor_model import (
+    Check,
+    ForbiddenError,
+    Install,
+    Options,
+    Status,
+    find_deployment,
+)
 
 if TYPE_CHECKING:
     from webhook.cluster.apiclient import RawApi
@@ -87,7 +93,7 @@ def run_checks(api: RawApi, opts: Options) -> tuple[Install, list[Check]]:
         except Exception as exc:  # one check's trouble is its own line, not the end of doctor
             out.append(_could_not_check(name, exc))
         if name == "webhook-configuration" and install.hook is not None:
-            _find_deployment(api, install)
+            find_deployment(api, install)
     return install, out
 
 
@@ -124,20 +130,6 @@ def _has(install: Install, *, service: bool = False) -> Callable[[], bool]:
 
 def _has_deploy(install: Install) -> Callable[[], bool]:
     return lambda: install.hook is not None and install.deployment is not None
-
-
-def _find_deployment(api: RawApi, install: Install) -> None:
-    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
-
-    selector = f"app.kubernetes.io/instance={install.release},app.kubernetes.io/component=webhook"
-    with contextlib.suppress(ApiException):
-        body = api.request(
-            "GET",
-            f"/apis/apps/v1/namespaces/{install.namespace}/deployments",
-            query={"labelSelector": selector},
-        )
-        items = [d for d in body.get("items") or () if isinstance(d, dict)]
-        install.deployment = items[0] if items else None
 
 
 def exit_code(checks: Sequence[Check]) -> int:

@@ -124,10 +124,37 @@ class Install:
         return self._args("--source-namespace") or [self.namespace]
 
     @property
-    def policy(self) -> Policy:
-        """The webhook's own secret selector (config.secretSelector), as it decides."""
+    def secret_selector(self) -> str | None:
+        """config.secretSelector, as the webhook was started with it."""
         selectors = self._args("--secret-selector")
-        return Policy.build(selectors[-1] if selectors else None)
+        return selectors[-1] if selectors else None
+
+    @property
+    def private_registries(self) -> tuple[str, ...]:
+        return tuple(self._args("--private-registry"))
+
+    @property
+    def policy(self) -> Policy:
+        """The webhook's own secret selector and private registries, as it decides."""
+        return Policy.build(self.secret_selector, self.private_registries)
+
+
+def find_deployment(api: RawApi, install: Install) -> None:
+    """The release's webhook Deployment into `install` (None when none can be read)."""
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+    selector = f"app.kubernetes.io/instance={install.release},app.kubernetes.io/component=webhook"
+    try:
+        body = api.request(
+            "GET",
+            f"/apis/apps/v1/namespaces/{install.namespace}/deployments",
+            query={"labelSelector": selector},
+        )
+    except ApiException:
+        install.deployment = None
+        return
+    items = [d for d in body.get("items") or () if isinstance(d, dict)]
+    install.deployment = items[0] if items else None
 
 
 class ForbiddenError(Exception):

@@ -350,7 +350,7 @@ def installed_policy(
     """The installed webhook's own secret selector and private registries (its Deployment's
     --secret-selector and --private-registry, as the chart renders config.*), and a line
     saying whose they are; None when its Deployment cannot be read."""
-    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+    from webhook.ops.doctor_model import Install, find_deployment  # noqa: PLC0415
 
     for config in configs or ():
         release = _labels(config).get("app.kubernetes.io/instance")
@@ -359,27 +359,15 @@ def installed_policy(
         namespace = service.get("namespace")
         if not release or not namespace:
             continue
-        try:
-            body = api.request(
-                "GET",
-                f"/apis/apps/v1/namespaces/{namespace}/deployments",
-                query={
-                    "labelSelector": f"app.kubernetes.io/instance={release},"
-                    "app.kubernetes.io/component=webhook"
-                },
-            )
-        except ApiException:
+        install = Install(release, namespace)
+        find_deployment(api, install)
+        if install.deployment is None:
             return None
-        for deployment in body.get("items") or ():
-            spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
-            args = [str(a) for c in (spec.get("containers") or [])[:1] for a in c.get("args") or ()]
-            selectors = [a.split("=", 1)[1] for a in args if a.startswith("--secret-selector=")]
-            private = [a.split("=", 1)[1] for a in args if a.startswith("--private-registry=")]
-            policy = Policy.build(selectors[-1] if selectors else None, tuple(private))
-            what = f"secret selector {selectors[-1]!r}" if selectors else "no secret selector"
-            if private:
-                what += f", private registries {', '.join(private)}"
-            return policy, f"{what}, as the installed webhook ({namespace}/{release}) decides"
+        selector, private = install.secret_selector, install.private_registries
+        what = f"secret selector {selector!r}" if selector else "no secret selector"
+        if private:
+            what += f", private registries {', '.join(private)}"
+        return install.policy, f"{what}, as the installed webhook ({namespace}/{release}) decides"
     return None
 
 
