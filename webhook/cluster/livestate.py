@@ -112,11 +112,14 @@ def registry_secrets(api: RawApi, namespace: str | None = None) -> list[Registry
     return list(iter_registry_secrets(api, namespace))
 
 
-def namespace_labels(api: RawApi, namespace: str | None = None) -> dict[str, dict[str, str]]:
+def namespace_labels(
+    api: RawApi, namespace: str | None = None, assumed: set[str] | None = None
+) -> dict[str, dict[str, str]]:
     """Namespace name -> labels, of one namespace or all.
 
     One namespace an identity may not read (a namespace-scoped user's) gets the label every
-    namespace carries, its name: enough for a namespaceSelector that excludes by name.
+    namespace carries, its name: enough for a namespaceSelector that excludes by name. Its
+    name goes into `assumed`: its other labels (an opt-out among them) are unknown.
     """
     if namespace is not None:
         try:
@@ -124,6 +127,8 @@ def namespace_labels(api: RawApi, namespace: str | None = None) -> dict[str, dic
         except ApiException as exc:
             if exc.status != 403:
                 raise
+            if assumed is not None:
+                assumed.add(namespace)
             return {namespace: {NAME_LABEL: namespace}}
         meta = obj.get("metadata")
         return {namespace: string_map(meta.get("labels") if isinstance(meta, dict) else None)}
@@ -135,15 +140,17 @@ def namespace_labels(api: RawApi, namespace: str | None = None) -> dict[str, dic
     return out
 
 
-def fill_store(store: Store, api: RawApi, namespaces_read: Iterable[str] | None = None) -> None:
+def fill_store(store: Store, api: RawApi, namespaces_read: Iterable[str] | None = None) -> set[str]:
     """Read the registry Secrets and Namespaces into `store`: of the given namespaces only
-    (what a namespace-scoped identity may read), or of the whole cluster (None)."""
+    (what a namespace-scoped identity may read), or of the whole cluster (None). Returns the
+    namespaces whose labels are assumed (their object could not be read: namespace_labels)."""
     scope = None if namespaces_read is None else sorted(set(namespaces_read))
     namespaces: dict[str, dict[str, str]] = {}
     secrets: list[RegistrySecret] = []
+    assumed: set[str] = set()
     try:
         for ns in scope if scope is not None else [None]:
-            namespaces.update(namespace_labels(api, ns))
+            namespaces.update(namespace_labels(api, ns, assumed))
             secrets.extend(registry_secrets(api, ns))
     except ApiException as exc:
         raise ClusterAccessError(
@@ -161,3 +168,4 @@ def fill_store(store: Store, api: RawApi, namespaces_read: Iterable[str] | None 
         "cluster state read",
         extra={"secret_count": len(secrets), "namespace_count": len(namespaces), "scope": scope},
     )
+    return assumed

@@ -282,18 +282,6 @@ def to_json(ex: Explanation) -> str:
 # ---- the live read -------------------------------------------------------------------------
 
 
-def _namespace_readable(api: RawApi, namespace: str) -> bool:
-    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
-
-    try:
-        api.request("GET", f"/api/v1/namespaces/{namespace}")
-    except ApiException as exc:
-        if exc.status == 403:
-            return False
-        raise
-    return True
-
-
 def _webhook_configs(api: RawApi) -> list[dict[str, Any]] | None:
     from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
 
@@ -386,11 +374,11 @@ def explain_live(
     if found is None:
         raise WorkloadError(f"{kind.kind.lower()}/{name} has no pod template")
     store = Store()
-    livestate.fill_store(store, api, [namespace])
+    assumed = livestate.fill_store(store, api, [namespace])
     ns_labels = store.namespace_labels(namespace) or {}
     configs = _webhook_configs(api)
     scope = webhook_scope(configs, ns_labels, _labels(found.pod))
-    if scope[0] and not _namespace_readable(api, namespace):
+    if scope[0] and namespace in assumed:
         scope = (
             True,
             f"{scope[1]}, assuming so: this identity may not read the Namespace, so its "
