@@ -404,16 +404,16 @@ def plan(
             skip(SkipReason.OWNER_BACKOFF)
             continue
         lacks = f"lacks {', '.join(add)} for {', '.join(images)}"
-        if owner is not None and owner.kind in NOT_EVICTED_OWNERS:
-            why = f"evicting a {owner.kind}'s pod would count as a failed attempt"
-        elif owner is not None and config.mode is Mode.EVICT:
-            actions.append(
-                Action(pod, ActionKind.EVICT, add, images, f"{lacks}; {owner.kind} recreates it")
+        if owner is None:
+            kind, why = ActionKind.EVENT, "a bare pod is never deleted"
+        elif owner.kind in NOT_EVICTED_OWNERS:
+            kind, why = (
+                ActionKind.EVENT,
+                f"evicting a {owner.kind}'s pod would count as a failed attempt",
             )
-            continue
-        elif owner is None:
-            why = "a bare pod is never deleted"
+        elif config.mode is Mode.EVICT:
+            kind, why = ActionKind.EVICT, f"{owner.kind} recreates it"
         else:
-            why = "recovery mode is event"
-        actions.append(Action(pod, ActionKind.EVENT, add, images, f"{lacks}; {why}"))
+            kind, why = ActionKind.EVENT, "recovery mode is event"
+        actions.append(Action(pod, kind, add, images, f"{lacks}; {why}"))
     return Plan(tuple(actions), tuple(skipped), stuck_count)

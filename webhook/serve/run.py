@@ -17,7 +17,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -51,7 +51,7 @@ class StartupError(RuntimeError):
     """The cluster state cannot be reached or read: serve exits 2 with the reason."""
 
 
-def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory(choice: str) -> type[asyncio.AbstractEventLoop] | None:
     """The event loop `serve` runs on (--loop); None: asyncio's own.
 
     uvloop (libuv, its transports and TLS in Cython) by default when it is installed:
@@ -68,26 +68,22 @@ def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
         if choice == "uvloop":
             raise StartupError("--loop uvloop: uvloop is not installed") from None
         return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
+    loop: type[asyncio.AbstractEventLoop] = uvloop.Loop  # the class: called, a new loop
+    return loop
 
 
 def bounded_handshakes(
-    factory: Callable[[], asyncio.AbstractEventLoop] | None, seconds: float
-) -> Callable[[], asyncio.AbstractEventLoop]:
-    """`factory`'s loop (None: asyncio's), whose TLS servers drop a connection that has not
-    finished its handshake within `seconds` (--header-read-timeout).
+    loop: type[asyncio.AbstractEventLoop] | None, seconds: float
+) -> type[asyncio.AbstractEventLoop]:
+    """`loop` (loop_factory's; None: asyncio's own), whose TLS servers drop a connection
+    that has not finished its handshake within `seconds` (--header-read-timeout).
 
     asyncio and uvloop wait 60 s by default and uvicorn passes no other value; a connection
     is the limits' (limits.py) only once its handshake is done, so until then only this
     bounds it. Go bounds the handshake by the smallest of its read timeouts
     (net/http conn.serve: tlsHandshakeTimeout).
     """
-    base: type[asyncio.AbstractEventLoop] = asyncio.SelectorEventLoop
-    if factory is not None:
-        import uvloop  # noqa: PLC0415 - a factory is uvloop's (loop_factory)
-
-        base = uvloop.Loop
+    base = loop or asyncio.SelectorEventLoop
 
     class BoundedHandshakes(base):  # type: ignore[valid-type, misc]
         async def create_server(self, *args: Any, **kwargs: Any) -> asyncio.Server:
