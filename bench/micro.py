@@ -2,11 +2,11 @@
 
 `decide()` is pod + the namespace's secrets -> names to add + JSON Patch, from scratch
 (what `mutate` and the tests call); `Decider` is the same decision through the memo the
-server keeps (warm: the namespace's keyring and the image lookups are remembered);
-"parse+handle+encode" is the whole pure path of one request as the /mutate route runs it
-(orjson decode, AdmissionReview validation, the Decider, response building, orjson
-encode). Each figure is the best of 5 repeats of a loop timed with timeit, in
-microseconds per pod.
+server keeps (warm: the namespace's keyring, the image lookups and the whole decision of a
+pod seen before are remembered); "parse+handle+encode" is the whole pure path of one
+request as the /mutate handler runs it (serve/decode.py's decode of the fields it reads,
+AdmissionReview validation, the Decider, response building, orjson encode). Each figure
+is the best of 5 repeats of a loop timed with timeit, in microseconds per pod.
 
     .venv/bin/python -m bench.micro [--json]
 """
@@ -27,8 +27,9 @@ import orjson
 from bench.workload import SHAPES, namespace_name, review, write_cluster
 from webhook.cluster.manifests import fill_store, load_objects
 from webhook.cluster.store import Store
-from webhook.core.admission import handle, parse_review
+from webhook.core.admission import handle
 from webhook.core.injection import Decider, Policy, decide
+from webhook.serve.decode import decode_review
 
 
 def per_call_us(fn: Callable[[], Any], budget: float = 0.25) -> float:
@@ -60,7 +61,7 @@ def run(namespaces: int = 20) -> list[dict[str, Any]]:
             return decider.decide(pod, ns, store.secrets_in(ns))
 
         def full(body: bytes = body, decider: Decider = decider) -> bytes:
-            req = parse_review(orjson.loads(body))
+            req = decode_review(body)
             answer = handle(req, lambda p, n: decider.decide(p, n, store.secrets_in(n)))
             return orjson.dumps(answer.review)
 

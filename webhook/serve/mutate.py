@@ -54,11 +54,11 @@ from webhook.core.admission import (
     Outcome,
     bad_request_body,
     handle,
-    parse_review,
 )
 from webhook.core.injection import Decider, Decision, Policy
 from webhook.core.model import RegistrySecret
 from webhook.metrics import Metrics
+from webhook.serve.decode import decode_review
 from webhook.serve.logs import LineSampler
 from webhook.serve.offload import Offload
 
@@ -134,15 +134,6 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def decode_review(body: bytes) -> AdmissionRequest:
-    """The AdmissionReview in a request body; raises BadRequest saying what is wrong."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from exc
-    return parse_review(doc)
 
 
 async def send_json(send: Send, body: bytes, status: int = 200) -> None:
