@@ -159,18 +159,35 @@ def _clip(warnings: tuple[str, ...] | list[str]) -> list[str]:
     return kept
 
 
+def _allowed_fields(
+    warnings: tuple[str, ...] | list[str], audit: Mapping[str, str] | None
+) -> dict[str, Any]:
+    response: dict[str, Any] = {"allowed": True}
+    if warnings:
+        response["warnings"] = _clip(warnings)
+    if audit:
+        response["auditAnnotations"] = dict(audit)
+    return response
+
+
+def _patched_fields(
+    patch: tuple[dict[str, Any], ...] | list[dict[str, Any]],
+    warnings: tuple[str, ...] | list[str],
+    audit: Mapping[str, str] | None,
+) -> dict[str, Any]:
+    response = _allowed_fields(warnings, audit)
+    response["patchType"] = "JSONPatch"
+    response["patch"] = base64.b64encode(orjson.dumps(list(patch))).decode("ascii")
+    return response
+
+
 def allowed(
     req: AdmissionRequest,
     warnings: tuple[str, ...] | list[str] = (),
     audit: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Allowed, unchanged."""
-    response: dict[str, Any] = {"allowed": True}
-    if warnings:
-        response["warnings"] = _clip(warnings)
-    if audit:
-        response["auditAnnotations"] = dict(audit)
-    return _review(req, response)
+    return _review(req, _allowed_fields(warnings, audit))
 
 
 def patched(
@@ -180,11 +197,23 @@ def patched(
     audit: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Allowed with a JSON Patch (base64 of its JSON, as the API requires)."""
-    review = allowed(req, warnings, audit)
-    raw = orjson.dumps(list(patch))
-    review["response"]["patchType"] = "JSONPatch"
-    review["response"]["patch"] = base64.b64encode(raw).decode("ascii")
-    return review
+    return _review(req, _patched_fields(patch, warnings, audit))
+
+
+def _decided(req: AdmissionRequest, decision: Decision) -> dict[str, Any]:
+    """allowed() or patched() of a decision. What it derives from the decision alone
+    (clipped warnings, audit annotations, the base64 patch) is built once per decision
+    and kept on it (Decision.derived): the memo's decisions answer many pods. The
+    response is a fresh dict each time; what it shares is never changed."""
+    fields = decision.derived.get("response")
+    if fields is None:
+        if decision.changed:
+            audit = audit_annotations(decision)
+            fields = _patched_fields(decision.patch, decision.warnings, audit)
+        else:
+            fields = _allowed_fields(decision.warnings, None)
+        decision.derived["response"] = fields
+    return _review(req, dict(fields))
 
 
 def failed_open(req: AdmissionRequest, error: str) -> dict[str, Any]:
@@ -266,7 +295,5 @@ def handle(req: AdmissionRequest, decide: Decide) -> Answer:
     except Exception as exc:  # fail open on any internal fault, by design
         error = f"{type(exc).__name__}"
         return Answer(failed_open(req, error), Outcome.ERROR, f"internal error: {exc!r}")
-    if not decision.changed:
-        return Answer(allowed(req, decision.warnings), Outcome.UNCHANGED, decision.reason, decision)
-    review = patched(req, decision.patch, decision.warnings, audit_annotations(decision))
-    return Answer(review, Outcome.PATCHED, decision.reason, decision)
+    outcome = Outcome.PATCHED if decision.changed else Outcome.UNCHANGED
+    return Answer(_decided(req, decision), outcome, decision.reason, decision)

@@ -79,6 +79,10 @@ class Decision:
     images: tuple[ImageDecision, ...] = ()
     not_added: tuple[tuple[str, str], ...] = ()  # (secret, why it was not added)
     reason: str = ""
+    # What core.admission derives from this decision for the response, kept here once it
+    # is built: a Decider hands the same decision to every pod of a workload (its memo).
+    # Not part of the decision's value (not compared, not shown).
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def changed(self) -> bool:
@@ -141,12 +145,14 @@ def _is_private(ref: ImageRef, private: frozenset[str]) -> bool:
 
 def json_patch(spec: Mapping[str, Any], add: Sequence[str]) -> tuple[dict[str, Any], ...]:
     """JSON Patch appending `add` to spec.imagePullSecrets (created when absent or null)."""
+    return _patch_ops(isinstance(spec.get("imagePullSecrets"), list), tuple(add))
+
+
+def _patch_ops(append: bool, add: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
     if not add:
         return ()
-    # fresh objects for every caller, decoded from the validated patch of these inputs
-    return tuple(
-        orjson.loads(_patch_json(isinstance(spec.get("imagePullSecrets"), list), tuple(add)))
-    )
+    # fresh objects for every decision, decoded from the validated patch of these inputs
+    return tuple(orjson.loads(_patch_json(append, add)))
 
 
 @lru_cache(maxsize=1024)
@@ -159,6 +165,42 @@ def _patch_json(append: bool, add: tuple[str, ...]) -> bytes:
     else:
         ops = [{"op": "add", "path": "/spec/imagePullSecrets", "value": entries}]
     return orjson.dumps(jsonpatch.JsonPatch(ops).patch)
+
+
+# (spec.imagePullSecrets is a list, the containers: (field, name, image) each)
+_PodKey = tuple[bool, tuple[tuple[str, str, str], ...]]
+
+
+def _pod_key(
+    unknown: Sequence[str], append: bool, found: Sequence[tuple[str, str, Any]]
+) -> _PodKey | None:
+    """What a decision reads of a pod besides its namespace's secrets and the existing
+    entries that name one of them (its keyring's key); None: not to be remembered. A pod
+    with entries that name no secret of the namespace is not: keys never hold names a
+    pod's author made up (issue 11), only what the workload's pods share."""
+    if unknown or len(found) > _MAX_POD_KEY_CONTAINERS:
+        return None
+    chars = 0
+    for _, container, image in found:
+        if type(image) is not str:
+            return None
+        chars += len(container) + len(image)
+    if chars > _MAX_POD_KEY_CHARS:
+        return None
+    return append, tuple(found)
+
+
+def _pod_cost(key: _PodKey, decision: Decision) -> int:
+    """The key, the decision and what is derived from it for the response (Decision.derived:
+    about the images' text again in its audit annotation, the warnings again, the patch)."""
+    return (
+        _ENTRY_COST * (4 + len(key[1]) + len(decision.images))
+        + 2 * sum(_text_cost(*c) for c in key[1])
+        + 2 * _text_cost(*decision.warnings)
+        + _text_cost(*decision.add)
+        + 200 * len(decision.patch)
+        + sum(_text_cost(n, why) for n, why in decision.not_added)
+    )
 
 
 @dataclass(slots=True)
@@ -177,6 +219,10 @@ class _Keyring:
     images: dict[tuple[str, str, str], tuple[ImageDecision, str | None]] = field(
         default_factory=dict
     )
+    # whole decisions, keyed on everything else of the pod they read (_pod_key): the pods
+    # of one workload are decided once (bounded like the rest; what the response derives
+    # from a decision is kept on it, Decision.derived, and counted in _pod_cost)
+    pods: dict[_PodKey, Decision] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -188,6 +234,11 @@ class _NamespaceMemo:
 
 
 _MAX_IMAGES_PER_KEYRING = 512
+_MAX_PODS_PER_KEYRING = 64
+# A pod is remembered whole only with this many containers (all kinds) and key characters
+# at most: a workload's pods have a few; anything larger is decided image by image.
+_MAX_POD_KEY_CONTAINERS = 32
+_MAX_POD_KEY_CHARS = 4096
 _MAX_KEYRINGS_PER_NAMESPACE = 64
 # ---- memory bounds of the Decider memo (issue 11, item 1) ----
 # Whatever a request holds, the memo stays under both budgets: entries (keyrings and
@@ -324,7 +375,10 @@ class Decider:
     """decide() for one policy, remembering what it derived from each namespace's secrets.
 
     Building a namespace's keyring and matching image names against it cost most of a
-    decision; pods of one namespace mostly share both. The store replaces a namespace's
+    decision; pods of one namespace mostly share both, and the pods of one workload share
+    the whole decision: it is remembered too, keyed on the containers (field, name, image)
+    and the form of imagePullSecrets, and handed out as the same object (never changed:
+    the response derived from it is kept on it, Decision.derived). The store replaces a namespace's
     mapping whenever one of its secrets changes and never mutates it (store.py), so what
     was derived from one mapping object stays right while the store hands out that same
     object: a memo is used only for the very object it was derived from (held, so its
@@ -430,10 +484,41 @@ class Decider:
         existing, unknown, more = _split_entries(spec, secrets)
         memo = self._namespace(namespace, secrets)
         ring = self._keyring(memo, namespace, existing)
-        warnings = _unknown_entry_warnings(unknown, more, namespace) + list(ring.warnings)
+        found = list(_containers(spec))
+        append = isinstance(spec.get("imagePullSecrets"), list)
+        pod_key = _pod_key(unknown, append, found)
+        if pod_key is not None:
+            remembered = ring.pods.get(pod_key)
+            if remembered is not None:
+                return remembered
+        decision = self._decide(
+            memo, ring, existing, found, unknown=unknown, more=more, append=append
+        )
+        if (
+            pod_key is not None
+            and len(ring.pods) < _MAX_PODS_PER_KEYRING
+            and memo.keyrings.get(existing) is ring
+            and self._admit(memo, _pod_cost(pod_key, decision))
+        ):
+            ring.pods[pod_key] = decision
+        return decision
+
+    def _decide(
+        self,
+        memo: _NamespaceMemo,
+        ring: _Keyring,
+        existing: tuple[str, ...],
+        found: list[tuple[str, str, Any]],
+        *,
+        unknown: list[str],
+        more: int,
+        append: bool,
+    ) -> Decision:
+        """The decision for a pod's containers (`found`) with this keyring, image by image."""
+        warnings = _unknown_entry_warnings(unknown, more, ring.namespace) + list(ring.warnings)
         images: list[ImageDecision] = []
         added: set[str] = set()
-        for fld, container, image in _containers(spec):
+        for fld, container, image in found:
             key = (fld, container, image)
             rememberable = type(image) is str and len(container) + len(image) <= _MAX_MEMO_KEY_CHARS
             known = ring.images.get(key) if rememberable else None
@@ -459,7 +544,7 @@ class Decider:
                 not_added[name] = "no image of the pod is pulled with its credentials"
         return Decision(
             add=add,
-            patch=json_patch(spec, add),
+            patch=_patch_ops(append, add),
             warnings=tuple(warnings),
             images=tuple(images),
             not_added=tuple(sorted(not_added.items())),

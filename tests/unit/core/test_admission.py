@@ -198,3 +198,44 @@ def test_an_error_status_carries_its_code(code: int, reason: str | None) -> None
     body = bad_request_body("what went wrong", code)
     assert body["code"] == code and body.get("reason") == reason
     assert body["kind"] == "Status" and body["status"] == "Failure"
+
+
+def test_a_remembered_decision_answers_each_request_with_its_own_response() -> None:
+    """handle() keeps what a decision's response derives from it on the decision (the
+    Decider hands one decision to every pod of a workload): built once, each answer a
+    fresh dict with its own uid."""
+    from webhook.core import admission  # noqa: PLC0415
+    from webhook.core.injection import Decision  # noqa: PLC0415
+
+    patch = ({"op": "add", "path": "/spec/imagePullSecrets", "value": [{"name": "s"}]},)
+    decision = Decision(add=("s",), patch=patch, warnings=("w\n",), reason="adds s")
+    calls = []
+    real = admission.audit_annotations
+
+    def counting(d: Decision) -> dict[str, str]:
+        calls.append(d)
+        return real(d)
+
+    def review_for(uid: str) -> dict[str, Any]:
+        doc = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": uid, "kind": {"kind": "Pod"}, "resource": {"resource": "pods"},
+                "operation": "CREATE", "namespace": "ns", "object": {"spec": {}},
+            },
+        }  # fmt: skip
+        return doc
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(admission, "audit_annotations", counting)
+        one = admission.handle(admission.parse_review(review_for("u1")), lambda p, n: decision)
+        two = admission.handle(admission.parse_review(review_for("u2")), lambda p, n: decision)
+    assert len(calls) == 1
+    assert one.review["response"]["uid"] == "u1" and two.review["response"]["uid"] == "u2"
+    assert one.review["response"] is not two.review["response"]
+    want = admission.patched(
+        admission.parse_review(review_for("u2")), patch, ("w\n",), real(decision)
+    )
+    assert two.review == want
+    assert two.review["response"]["warnings"] == ["w\\u000a"]

@@ -195,3 +195,54 @@ def test_the_container_bound_of_the_settings_is_the_core_default() -> None:
     from webhook.core.injection import DEFAULT_MAX_CONTAINERS  # noqa: PLC0415
 
     assert Settings(dev=True).max_containers == DEFAULT_MAX_CONTAINERS == Policy().max_containers
+
+
+# ---- whole decisions of a workload's pods (issue 14) ---------------------------------------
+
+
+def test_a_workloads_next_pod_gets_the_remembered_decision(store: Store) -> None:
+    decider = Decider(Policy())
+    p = pod("registry.example.com/x", "nginx")
+    first = decider.decide(p, NS, store.secrets_in(NS))
+    again = decider.decide(pod("registry.example.com/x", "nginx"), NS, store.secrets_in(NS))
+    assert again is first
+    assert again == decide(p, NS, store.secrets_in(NS), Policy())
+
+
+@pytest.mark.parametrize(
+    ("second", "want_add", "want_paths"),
+    [
+        # another image: decided again, not the remembered decision
+        (pod("nginx"), ("hub",), ["/spec/imagePullSecrets"]),
+        # the same images with an imagePullSecrets list: the patch appends to it
+        (pod("registry.example.com/x", pull=[]), ("example",), ["/spec/imagePullSecrets/-"]),
+        # an existing entry naming a secret: another keyring
+        (pod("registry.example.com/x", pull=["example"]), (), []),
+    ],
+    ids=["other-image", "list-present", "existing-entry"],
+)
+def test_what_the_decision_reads_of_a_pod_is_in_its_key(
+    store: Store, second: dict[str, Any], want_add: tuple[str, ...], want_paths: list[str]
+) -> None:
+    decider = Decider(Policy())
+    decider.decide(pod("registry.example.com/x"), NS, store.secrets_in(NS))
+    got = decider.decide(second, NS, store.secrets_in(NS))
+    assert got == decide(second, NS, store.secrets_in(NS), Policy())
+    assert (got.add, [op["path"] for op in got.patch]) == (want_add, want_paths)
+
+
+def test_a_remembered_decision_is_dropped_with_the_namespaces_secrets(store: Store) -> None:
+    decider = Decider(Policy())
+    p = pod("ghcr.io/org/app:1")
+    first = decider.decide(p, NS, store.secrets_in(NS))
+    assert first.add == ()
+    store.upsert_secret(registry_secret(NS, "ghcr", "ghcr.io/org"))
+    assert decider.decide(p, NS, store.secrets_in(NS)).add == ("ghcr",)
+
+
+def test_whole_pods_stay_within_the_memos_budgets(store: Store) -> None:
+    decider = Decider(Policy(), max_entries=300, max_bytes=200_000)
+    for i in range(2_000):
+        decider.decide(pod(f"registry.example.com/app-{i}", "nginx"), NS, store.secrets_in(NS))
+        entries, size = decider.memo_size()
+        assert entries <= 300 and size <= 200_000
