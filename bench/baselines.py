@@ -1,4 +1,4 @@
-"""The two baselines the webhook is measured against, served exactly as the webhook is.
+"""The baselines the webhook is measured against, served exactly as the webhook is.
 
 (a) ``raw``: the server's limit. A bare ASGI app that drains the request body and answers a
     fixed AdmissionReview response, byte for byte what the webhook answers for the
@@ -6,8 +6,10 @@
 (b) ``floor``: the framework's floor. A FastAPI route that reads the body, parses it with
     orjson (the fastest JSON library installed) and answers allowed with the request's
     uid and a fixed patch (the webhook's patch for the captured pod).
-
-``python -m bench.baselines raw|floor ...`` serves one of them with the webhook's own
+(c) ``pure``: (a)'s shell around the webhook's pure path (decode, validate, decide, build and
+    encode the answer), without its limits, metrics or log line: what the work itself costs
+    on this server (bench/ladder.py; bench/profile.py --target pure).
+``python -m bench.baselines raw|floor|pure ...`` serves one of them with the webhook's own
 TLS context (webhook.serve.tls.server_context), uvicorn configuration (webhook.serve.run) and
 worker model (N forked processes accepting on one shared socket).
 """
@@ -29,9 +31,12 @@ from fastapi import FastAPI, Request, Response
 from bench.workload import ROOT, medium_body, write_cluster
 from webhook.cluster.manifests import fill_store, load_objects
 from webhook.cluster.store import Store
+from webhook.config import Settings
 from webhook.core.admission import handle, parse_review
 from webhook.core.injection import Policy, decide
+from webhook.metrics import Metrics
 from webhook.serve.run import loop_factory, uvicorn_config
+from webhook.serve.server import Drain, apply_limits
 from webhook.serve.tls import server_context
 
 Scope = MutableMapping[str, Any]
@@ -102,7 +107,46 @@ def floor_app(patch: str) -> FastAPI:
     return app
 
 
+def pure_app() -> ASGIApp:
+    """(c) (a)'s shell around the webhook's pure path: decode, validate, decide (the
+    server's Decider, warm), build and encode the answer; no limits, metrics or log line."""
+    import tempfile  # noqa: PLC0415
+
+    from bench.workload import SMALL_NAMESPACES  # noqa: PLC0415
+    from webhook.core.injection import Decider  # noqa: PLC0415
+    from webhook.serve.decode import decode_review  # noqa: PLC0415
+
+    store = Store()
+    with tempfile.TemporaryDirectory() as tmp:
+        fill_store(store, load_objects([write_cluster(Path(tmp) / "c.yaml", SMALL_NAMESPACES)]))
+    decider = Decider(Policy.build(None))
+
+    def decide_in_store(pod: Any, ns: str) -> Any:
+        return decider.decide(pod, ns, store.secrets_in(ns))
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        answer = handle(decode_review(b"".join(chunks)), decide_in_store)
+        body = orjson.dumps(answer.review)
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
 def build(kind: str) -> Any:
+    if kind == "pure":
+        return pure_app()
     answer = webhook_answer()
     if kind == "raw":
         return raw_app(orjson.dumps(answer))
@@ -113,6 +157,9 @@ def build(kind: str) -> Any:
 
 def _serve(app: Any, args: argparse.Namespace) -> None:
     config = uvicorn_config(app, args.host, args.port)
+    if args.limits:  # the webhook's HTTP limits protocol (bench/ladder.py), default settings
+        settings = Settings(cert_file=args.cert_file, key_file=args.key_file)
+        apply_limits(config, settings, Metrics(), Drain())
     config.load()
     config.ssl = server_context(args.cert_file, args.key_file)
     with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
@@ -121,12 +168,14 @@ def _serve(app: Any, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.baselines")
-    p.add_argument("kind", choices=["raw", "floor"])
+    p.add_argument("kind", choices=["raw", "floor", "pure"])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--cert-file", type=Path, required=True)
     p.add_argument("--key-file", type=Path, required=True)
     p.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto")
+    p.add_argument("--limits", action="store_true",
+                   help="behind the webhook's limits protocol (serve/limits.py)")  # fmt: skip
     args = p.parse_args(argv)
     os.chdir(ROOT)
     _serve(build(args.kind), args)  # as `serve`: one process, uvicorn binds the socket

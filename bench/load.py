@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.workload import ROOT
+from bench.workload import ROOT, SMALL_NAMESPACES, bodies, write_cluster
+from webhook.serve import certs as certs_mod
 
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -152,6 +153,28 @@ class Server:
                 self.proc.wait(10)
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What a local load run needs in its work folder: a certificate for 127.0.0.1, the
+    request bodies (and the file wrk reads them from), and the cluster manifest to serve."""
+
+    certs: dict[str, Path]
+    bodies: list[bytes]
+    bodies_file: Path
+    cluster: Path
+
+
+def setup(work: Path, namespaces: int = SMALL_NAMESPACES) -> Setup:
+    cert_paths = certs_mod.write_bundle(
+        certs_mod.generate(["localhost"], ["127.0.0.1"]), work / "certs"
+    )
+    request_bodies = bodies()
+    bodies_file = work / "bodies.jsonl"
+    bodies_file.write_bytes(b"\n".join(request_bodies) + b"\n")
+    cluster = write_cluster(work / "cluster.yaml", namespaces)
+    return Setup(cert_paths, request_bodies, bodies_file, cluster)
+
+
 def start_process(
     label: str,
     cmd: list[str],
@@ -174,10 +197,15 @@ def start_process(
 
 
 def start_webhook(
-    workdir: Path, certs: dict[str, Path], cluster: Path, label: str, loop: str | None = None
+    workdir: Path,
+    certs: dict[str, Path],
+    cluster: Path,
+    label: str,
+    loop: str | None = None,
+    extra: Sequence[str] = (),
 ) -> Server:
     """`serve` on manifests: one process (a pod serves with one; replicas scale it), on
-    `loop` (serve's --loop; None: its default)."""
+    `loop` (serve's --loop; None: its default); `extra`: more of serve's arguments."""
     port, ops = free_port(), free_port()
     cmd = [
         sys.executable, "-m", "webhook.cli", "serve",
@@ -188,12 +216,14 @@ def start_webhook(
     ]  # fmt: skip
     if loop is not None:
         cmd += ["--loop", loop]
+    cmd += extra
     return start_process(label, cmd, port, workdir / f"{label}.log", ops)
 
 
 def start_baseline(
-    workdir: Path, certs: dict[str, Path], kind: str, loop: str | None = None
+    workdir: Path, certs: dict[str, Path], kind: str, loop: str | None = None, limits: bool = False
 ) -> Server:
+    """A baseline of bench/baselines.py; `limits`: behind the webhook's limits protocol."""
     port = free_port()
     cmd = [
         sys.executable, "-m", "bench.baselines", kind, "--host", HOST, "--port", str(port),
@@ -202,6 +232,9 @@ def start_baseline(
     label = kind if loop is None else f"{kind}-{loop}"
     if loop is not None:
         cmd += ["--loop", loop]
+    if limits:
+        cmd.append("--limits")
+        label += "-limits"
     return start_process(label, cmd, port, workdir / f"{label}.log", None)
 
 

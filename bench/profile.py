@@ -33,8 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import load
-from bench.workload import ROOT, SMALL_NAMESPACES, bodies, write_cluster
-from webhook.serve import certs as certs_mod
+from bench.workload import ROOT
 
 PROFILES = ROOT / "bench/profiles"
 
@@ -47,7 +46,8 @@ ITEMS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Decider memo lookups + decision", (r"webhook/core/injection\.py", r"webhook/kubelet/")),
     ("AdmissionReview parse/validate + response build (base64 of the patch)",
      (r"webhook/core/admission\.py",)),
-    ("orjson decode of the body", (r"decode_review ",)),
+    ("decode of the body (orjson; msgspec since decode.py)",
+     (r"decode_review ", r"webhook/serve/decode\.py")),
     ("orjson encode + Response object",
      (r"_json_response ", r"json_response ", r"starlette/responses\.py")),
     ("Starlette Request (headers, body stream)",
@@ -61,6 +61,13 @@ ITEMS: tuple[tuple[str, tuple[str, ...]], ...] = (
      (r"asyncio/sslproto\.py", r"asyncio/selector_events\.py", r"ssl\.py")),
     ("event loop (asyncio scheduling, tasks)", (r"asyncio/", r"uvloop/")),
 )  # fmt: skip
+
+_TARGETS = {
+    "serve": "`serve` (20 namespaces x 5 secrets)",
+    "raw": "(a) raw ASGI (bench/baselines.py)",
+    "floor": "(b) FastAPI floor (bench/baselines.py)",
+    "pure": "(c) the webhook's pure path in (a)'s shell (bench/baselines.py)",
+}
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 
@@ -143,19 +150,18 @@ def _py_spy() -> str:
     return found
 
 
-def profile(name: str, seconds: float, loop: str | None, rate: int) -> str:
+def profile(name: str, seconds: float, loop: str | None, rate: int, target: str = "serve") -> str:
     py_spy = _py_spy()
     PROFILES.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="psi-profile-") as tmp:
         work = Path(tmp)
-        cert_paths = certs_mod.write_bundle(
-            certs_mod.generate(["localhost"], ["127.0.0.1"]), work / "certs"
-        )
-        request_bodies = bodies()
-        bodies_file = work / "bodies.jsonl"
-        bodies_file.write_bytes(b"\n".join(request_bodies) + b"\n")
-        cluster = write_cluster(work / "cluster.yaml", SMALL_NAMESPACES)
-        server = load.start_webhook(work, cert_paths, cluster, "webhook-profile", loop=loop)
+        ready = load.setup(work)
+        cert_paths, request_bodies, bodies_file = ready.certs, ready.bodies, ready.bodies_file
+        cluster = ready.cluster
+        if target == "serve":
+            server = load.start_webhook(work, cert_paths, cluster, "webhook-profile", loop=loop)
+        else:  # a baseline, to see where the server's own share of an admission goes
+            server = load.start_baseline(work, cert_paths, target, loop=loop)
         try:
             load.wait_ready(server, cert_paths["ca.crt"], request_bodies[1])
             load.wrk(server, bodies_file, 2.0)  # warm-up
@@ -182,8 +188,8 @@ def profile(name: str, seconds: float, loop: str | None, rate: int) -> str:
         finally:
             server.stop()
     header = (
-        f"bench/profile.py --name {name}: `serve` (20 namespaces x 5 secrets, loop "
-        f"{loop or 'default'}) under wrk -t1 -c16 over TLS, bodies in rotation; "
+        f"bench/profile.py --name {name}: {_TARGETS[target]}, loop "
+        f"{loop or 'default'}, under wrk -t1 -c16 over TLS, bodies in rotation; "
         f"py-spy {rate} Hz, {seconds:g} s, idle frames excluded.\n"
         f"unprofiled: {plain.rps:,.0f} req/s, server {plain.server_cpu:.2f} cores, "
         f"other load {plain.other_cpu:.2f} cores, load average "
@@ -254,9 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=int, default=1000, help="py-spy samples per second")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default=None,
                    help="serve's --loop (default: serve's own default)")  # fmt: skip
+    p.add_argument("--target", choices=sorted(_TARGETS), default="serve",
+                   help="the webhook, or (a), (b) or (c) of bench/baselines.py")  # fmt: skip
     args = p.parse_args(argv)
     os.chdir(ROOT)
-    print(profile(args.name, args.seconds, args.loop, args.rate))
+    print(profile(args.name, args.seconds, args.loop, args.rate, args.target))
     return 0
 
 

@@ -120,6 +120,18 @@ def test_floor_baseline_echoes_the_uid_with_a_fixed_patch(bodies: list[bytes]) -
         assert response["patch"] == patch
 
 
+def test_pure_baseline_answers_as_the_webhook_does(cluster: Path, bodies: list[bytes]) -> None:
+    """(c) of bench.ladder is the webhook's own decision: the same answer, byte for byte."""
+    store = Store()
+    fill_store(store, load_objects([cluster]))
+    settings = Settings(cert_file=Path("unused.crt"), key_file=Path("unused.key"))
+    some = bodies[: len(workload.SHAPES) * 2]
+    want = post(create_app(settings, store, Metrics()), some)
+    got = post(baselines.build("pure"), some)
+    assert [r.content for r in got] == [r.content for r in want]
+    assert all(r.status_code == 200 for r in got)
+
+
 def _fake_results(webhook_rps: float) -> dict[str, Any]:
     """bench.__main__'s result shape with made-up figures (no timing is measured here)."""
     from bench.__main__ import KEYS, LARGE, LOOPS, RATES, SMALL  # noqa: PLC0415
