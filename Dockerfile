@@ -38,9 +38,15 @@ RUN /build/bin/python -m pip wheel --no-deps --no-build-isolation --no-index \
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG VERSION=0.1.0
+# Provenance (OCI image annotations): scripts/e2e passes the commit built and the build's
+# time (RFC 3339, UTC); a build without them says "unknown" rather than something untrue.
+ARG REVISION=unknown
+ARG CREATED=unknown
 LABEL org.opencontainers.image.title="pullsecret-injector" \
       org.opencontainers.image.description="Mutating admission webhook injecting the in-scope registry imagePullSecrets each Pod's images need" \
       org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="Apache-2.0"
 # PYTHONMALLOC=malloc: objects freed after a large request go back to the kernel
 # (webhook/serve/memory.py; with pymalloc, RSS kept 20-30 MiB per burst of them).

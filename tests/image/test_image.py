@@ -9,6 +9,7 @@ tests are not collected (tests/conftest.py); with it and no PSI_IMAGE they fail.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -82,6 +83,21 @@ def test_the_installed_version_is_the_charts_app_version(image: str) -> None:
     assert out.stdout.strip() == match[1]
     label = podman("image", "inspect", "--format", "{{json .Labels}}", image)
     assert json.loads(label.stdout)["org.opencontainers.image.version"] == match[1]
+
+
+def test_the_image_says_which_commit_it_was_built_from_and_when(image: str) -> None:
+    """OCI provenance annotations, as scripts/e2e builds it: the commit checked out and the
+    build's time."""
+    labels = json.loads(podman("image", "inspect", "--format", "{{json .Labels}}", image).stdout)
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert labels["org.opencontainers.image.revision"] == head
+    created = datetime.datetime.strptime(
+        labels["org.opencontainers.image.created"], "%Y-%m-%dT%H:%M:%SZ"
+    ).replace(tzinfo=datetime.UTC)
+    now = datetime.datetime.now(datetime.UTC)
+    assert now - datetime.timedelta(days=1) < created <= now
 
 
 NOTHING_TO_BUILD_WITH = r"""
