@@ -141,7 +141,8 @@ def _review(req: AdmissionRequest, response: dict[str, Any]) -> dict[str, Any]:
 # The API server drops a warning whose text holds a control character (unicode.IsControl:
 # U+0000-001F, U+007F-009F; NewWarningHeader in k8s.io/apimachinery pkg/util/net/http.go).
 # A warning quoting what the pod's author wrote (an image with a newline in it) is escaped
-# instead of lost. (Text that is not UTF-8 never gets here: orjson refuses it on decode.)
+# instead of lost. (Text that is not UTF-8 never gets here: the fields a warning quotes are
+# decoded in full, and refused when they are not: serve/decode.py.)
 _UNSENDABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 

@@ -143,12 +143,9 @@ def _is_private(ref: ImageRef, private: frozenset[str]) -> bool:
     return bare in private
 
 
-def json_patch(spec: Mapping[str, Any], add: Sequence[str]) -> tuple[dict[str, Any], ...]:
-    """JSON Patch appending `add` to spec.imagePullSecrets (created when absent or null)."""
-    return _patch_ops(isinstance(spec.get("imagePullSecrets"), list), tuple(add))
-
-
 def _patch_ops(append: bool, add: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
+    """JSON Patch appending `add` to spec.imagePullSecrets: to the list (`append`: the pod
+    has one), else created (absent or null)."""
     if not add:
         return ()
     # fresh objects for every decision, decoded from the validated patch of these inputs
