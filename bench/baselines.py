@@ -28,7 +28,7 @@ import orjson
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from bench.workload import ROOT, medium_body, write_cluster
+from bench.workload import ROOT, cluster_store, medium_body
 from webhook.cluster.manifests import fill_store, load_objects
 from webhook.cluster.store import Store
 from webhook.config import Settings
@@ -48,13 +48,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 def webhook_answer(cluster: Path | None = None) -> dict[str, Any]:
     """The webhook's own AdmissionReview response to the captured pod's shape."""
-    store = Store()
     if cluster is None:
-        import tempfile  # noqa: PLC0415
-
-        with tempfile.TemporaryDirectory() as tmp:
-            fill_store(store, load_objects([write_cluster(Path(tmp) / "c.yaml", 1)]))
+        store = cluster_store(1)
     else:
+        store = Store()
         fill_store(store, load_objects([cluster]))
     policy = Policy.build(None)
     req = parse_review(orjson.loads(medium_body()))
@@ -110,15 +107,11 @@ def floor_app(patch: str) -> FastAPI:
 def pure_app() -> ASGIApp:
     """(c) (a)'s shell around the webhook's pure path: decode, validate, decide (the
     server's Decider, warm), build and encode the answer; no limits, metrics or log line."""
-    import tempfile  # noqa: PLC0415
-
     from bench.workload import SMALL_NAMESPACES  # noqa: PLC0415
     from webhook.core.injection import Decider  # noqa: PLC0415
     from webhook.serve.decode import decode_review  # noqa: PLC0415
 
-    store = Store()
-    with tempfile.TemporaryDirectory() as tmp:
-        fill_store(store, load_objects([write_cluster(Path(tmp) / "c.yaml", SMALL_NAMESPACES)]))
+    store = cluster_store(SMALL_NAMESPACES)
     decider = Decider(Policy.build(None))
 
     def decide_in_store(pod: Any, ns: str) -> Any:

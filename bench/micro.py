@@ -16,17 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import timeit
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bench.workload import SHAPES, namespace_name, review, write_cluster
-from webhook.cluster.manifests import fill_store, load_objects
-from webhook.cluster.store import Store
+from bench.workload import SHAPES, cluster_store, namespace_name, review
 from webhook.core.admission import handle
 from webhook.core.injection import Decider, Policy, decide
 from webhook.serve.decode import decode_review
@@ -41,9 +37,7 @@ def per_call_us(fn: Callable[[], Any], budget: float = 0.25) -> float:
 
 
 def run(namespaces: int = 20) -> list[dict[str, Any]]:
-    store = Store()
-    with tempfile.TemporaryDirectory() as tmp:
-        fill_store(store, load_objects([write_cluster(Path(tmp) / "c.yaml", namespaces)]))
+    store = cluster_store(namespaces)
     policy = Policy.build(None)
     ns = namespace_name(namespaces // 2)
     rows = []

@@ -18,11 +18,15 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from webhook.cluster.manifests import fill_store, load_objects
+from webhook.cluster.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests/fixtures/admissionreview/v1-create-pod-multi-registry-sa-secret.json"
@@ -241,3 +245,11 @@ def write_cluster(path: Path, namespaces: int) -> Path:
             )
     path.write_text("".join(lines))
     return path
+
+
+def cluster_store(namespaces: int) -> Store:
+    """A store holding write_cluster's state, loaded as `serve --objects` loads it."""
+    store = Store()
+    with tempfile.TemporaryDirectory() as tmp:
+        fill_store(store, load_objects([write_cluster(Path(tmp) / "c.yaml", namespaces)]))
+    return store
